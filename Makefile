@@ -1,0 +1,68 @@
+# mlops-sandbox: `make` (or `make help`) lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VENV_AIRFLOW := .venv-airflow
+COMPOSE := docker compose
+# Set to PyTorch's CPU wheel index to keep pip from taking the multi-GB CUDA build (see .env.example).
+TORCH_INDEX_URL ?=
+PIP_TORCH := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
+
+.PHONY: help up down ps logs build test test-unit test-dags test-stack lint lock bench-stack nuke
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+up: ## build and start the stack; returns when every service is healthy
+	$(COMPOSE) up -d --build --wait
+
+down: ## stop the stack (data volumes are kept)
+	$(COMPOSE) down
+
+nuke: ## stop the stack and delete its data volumes (images are kept)
+	$(COMPOSE) down -v --remove-orphans
+
+ps: ## show the services and their health
+	$(COMPOSE) ps
+
+logs: ## follow every service's logs
+	$(COMPOSE) logs -f --tail=100
+
+build: ## build the two images (project, airflow)
+	$(COMPOSE) build
+
+$(VENV)/.installed: pyproject.toml services/project/requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_TORCH) -r services/project/requirements.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(VENV_AIRFLOW)/.installed: services/airflow/requirements.lock
+	$(PYTHON) -m venv $(VENV_AIRFLOW)
+	$(VENV_AIRFLOW)/bin/pip install -q --disable-pip-version-check -r services/airflow/requirements.lock pytest==9.2.0
+	touch $@
+
+venv: $(VENV)/.installed $(VENV_AIRFLOW)/.installed ## host virtualenvs for the tests (.venv, .venv-airflow)
+
+test: test-unit test-dags test-stack ## every test: unit, DAG integrity, then the stack (brought up by pytest-docker)
+
+test-unit: $(VENV)/.installed ## library tests on tiny data; no Docker
+	$(VENV)/bin/pytest tests/unit -m unit
+
+test-dags: $(VENV_AIRFLOW)/.installed ## every DAG imports and has its expected tasks (Airflow venv)
+	AIRFLOW_HOME=$(CURDIR)/$(VENV_AIRFLOW)/airflow-home $(VENV_AIRFLOW)/bin/pytest tests/dags -m dags -p no:cacheprovider
+
+test-stack: $(VENV)/.installed ## brings the stack up as project mlops-sandbox-test, tests each service, takes it down
+	$(VENV)/bin/pytest tests/stack -m stack
+
+lint: $(VENV)/.installed ## ruff
+	$(VENV)/bin/ruff check src tests dags scripts
+	$(VENV)/bin/ruff format --check src tests dags scripts
+
+lock: ## regenerate both dependency locks inside python:3.11-slim-bookworm
+	scripts/lock.sh
+
+bench-stack: $(VENV)/.installed ## measure `up --wait` time, idle memory and image sizes
+	$(VENV)/bin/python scripts/bench_stack.py

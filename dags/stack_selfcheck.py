@@ -1,0 +1,27 @@
+"""Checks the stack from the inside, the way every pipeline step runs.
+
+Starts one container of the project image through the scheduler's Docker socket, on the compose network,
+and runs `mlops-sandbox check-stack` in it: every MinIO bucket exists and the MLflow REST API answers.
+Trigger it after `docker compose up` to see that the DAGs can start their ML steps.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag
+from sandbox_containers import project_container
+
+
+@dag(
+    dag_id="stack_selfcheck",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["platform"],
+)
+def stack_selfcheck():
+    project_container(task_id="check_stack", command=["mlops-sandbox", "check-stack"])
+
+
+stack_selfcheck()

@@ -1,0 +1,105 @@
+"""One settings object for the whole stack.
+
+Field names are the `.env` keys (case-insensitive). Read from the host, the defaults point at the ports
+compose publishes on 127.0.0.1; inside compose, the services override the URLs with service names
+(`http://mlflow:5000`, `http://minio:9000`). Nothing runs at import time: call `get_settings()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the stack that library code needs, with the defaults compose uses."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Host ports, published on 127.0.0.1 (used to build the host-side URLs below).
+    minio_api_port: int = 9000
+    mlflow_port: int = 5050
+    airflow_port: int = 8080
+    predictor_port: int = 8000
+    evidently_port: int = 8001
+    jupyter_port: int = 8888
+
+    # S3 (MinIO here; any S3 server works with these plain settings).
+    s3_endpoint_url_override: str | None = Field(default=None, validation_alias="S3_ENDPOINT_URL")
+    s3_access_key_id: str = Field(
+        default="minioadmin", validation_alias=AliasChoices("S3_ACCESS_KEY_ID", "MINIO_ROOT_USER")
+    )
+    s3_secret_access_key: str = Field(
+        default="minioadmin",
+        validation_alias=AliasChoices("S3_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD"),
+    )
+    s3_region: str = "us-east-1"
+    s3_addressing_style: str = "path"
+
+    raw_data_bucket: str = "raw-data"
+    dvc_bucket: str = "dvc-remote"
+    mlflow_artifacts_bucket: str = "mlflow-artifacts"
+    prediction_logs_bucket: str = "prediction-logs"
+    monitoring_bucket: str = "monitoring"
+
+    # MLflow.
+    mlflow_tracking_uri_override: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    model_name: str = "house-prices"
+
+    # Airflow (REST API clients: tests, scripts, the demo).
+    airflow_url_override: str | None = Field(default=None, validation_alias="AIRFLOW_URL")
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: str = "admin"
+
+    # Prediction service.
+    predictor_url_override: str | None = Field(default=None, validation_alias="PREDICTOR_URL")
+    model_poll_seconds: float = 30.0
+
+    # Evidently UI.
+    evidently_url_override: str | None = Field(default=None, validation_alias="EVIDENTLY_URL")
+
+    # JupyterLab.
+    jupyter_token: str = "mlops-sandbox"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return self.s3_endpoint_url_override or f"http://localhost:{self.minio_api_port}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri_override or f"http://localhost:{self.mlflow_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return self.airflow_url_override or f"http://localhost:{self.airflow_port}"
+
+    @property
+    def predictor_url(self) -> str:
+        return self.predictor_url_override or f"http://localhost:{self.predictor_port}"
+
+    @property
+    def evidently_url(self) -> str:
+        return self.evidently_url_override or f"http://localhost:{self.evidently_port}"
+
+    @property
+    def jupyter_url(self) -> str:
+        return f"http://localhost:{self.jupyter_port}"
+
+    @property
+    def buckets(self) -> dict[str, str]:
+        """The buckets the stack needs, by role."""
+        return {
+            "raw_data": self.raw_data_bucket,
+            "dvc": self.dvc_bucket,
+            "mlflow_artifacts": self.mlflow_artifacts_bucket,
+            "prediction_logs": self.prediction_logs_bucket,
+            "monitoring": self.monitoring_bucket,
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings, read once from the environment and `.env`."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The prediction service: serves the registry's production model over FastAPI."""

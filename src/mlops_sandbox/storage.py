@@ -1,0 +1,80 @@
+"""S3 access with plain settings (endpoint, keys, region, path-style), so any S3 server can stand in."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from mlops_sandbox.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def s3_client(settings: Settings | None = None):
+    """A boto3 S3 client for the configured endpoint."""
+    settings = settings or get_settings()
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        region_name=settings.s3_region,
+        config=Config(
+            s3={"addressing_style": settings.s3_addressing_style},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+        ),
+    )
+
+
+def bucket_exists(client, bucket: str) -> bool:
+    """Whether `bucket` exists; other errors (bad keys, no server) are raised, not hidden."""
+    try:
+        client.head_bucket(Bucket=bucket)
+        return True
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in {"404", "NoSuchBucket", "NotFound"}:
+            return False
+        raise
+
+
+def ensure_buckets(buckets: list[str], client=None, wait_seconds: float = 60.0) -> dict[str, str]:
+    """Create each bucket that is missing. Idempotent: existing buckets and their objects are kept.
+
+    Waits up to `wait_seconds` for the S3 server to answer first. Returns `{bucket: "created"|"exists"}`.
+    """
+    if not buckets:
+        raise ValueError("no bucket names given")
+    invalid = [b for b in buckets if not (3 <= len(b) <= 63) or b != b.lower() or "_" in b]
+    if invalid:
+        raise ValueError(f"invalid S3 bucket names (3-63 chars, lower case, no '_'): {invalid}")
+    client = client or s3_client()
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except EndpointConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    result: dict[str, str] = {}
+    for bucket in buckets:
+        if bucket_exists(client, bucket):
+            result[bucket] = "exists"
+            continue
+        try:
+            client.create_bucket(Bucket=bucket)
+            result[bucket] = "created"
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                result[bucket] = "exists"
+            else:
+                raise
+        log.info("bucket %s: %s", bucket, result[bucket])
+    return result

@@ -1,0 +1,90 @@
+"""pytest-docker brings the stack up from compose.yaml, once per session, and takes it down after.
+
+- The test stack is its own compose project (`mlops-sandbox-test`) with its own network and volumes, so
+  `down -v` at the end never touches the stack you work with. It publishes the same host ports: stop your
+  stack first (`make down`).
+- SANDBOX_TEST_REUSE_STACK=1 runs the tests against the stack that is already up (project
+  `mlops-sandbox`), and leaves it running.
+- SANDBOX_TEST_KEEP_STACK=1 leaves the test stack up after the run, to look at it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlops_sandbox.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+REUSE = os.environ.get("SANDBOX_TEST_REUSE_STACK") == "1"
+KEEP = os.environ.get("SANDBOX_TEST_KEEP_STACK") == "1"
+PROJECT = os.environ.get("SANDBOX_TEST_PROJECT", "mlops-sandbox" if REUSE else "mlops-sandbox-test")
+
+if not REUSE:
+    # its own network too, so the DAGs of the test stack start their containers on it
+    os.environ.setdefault("STACK_NETWORK", PROJECT)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(ROOT / "compose.yaml")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return PROJECT
+
+
+@pytest.fixture(scope="session")
+def docker_setup():
+    return False if REUSE else ["up --build --wait --wait-timeout 900"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup():
+    return False if (REUSE or KEEP) else ["down -v --remove-orphans"]
+
+
+@pytest.fixture(scope="session")
+def compose(docker_services):
+    """Run `docker compose ARGS` on the stack under test; returns the completed process."""
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", PROJECT, *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            cwd=ROOT,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def settings(docker_services) -> Settings:
+    """Host-side settings pointing at the ports the test stack actually published."""
+    port = docker_services.port_for
+    return Settings(
+        minio_api_port=port("minio", 9000),
+        mlflow_port=port("mlflow", 5000),
+        airflow_port=port("airflow-apiserver", 8080),
+        predictor_port=port("predictor", 8000),
+        evidently_port=port("evidently", 8000),
+        jupyter_port=port("jupyter", 8888),
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_token(settings: Settings) -> str:
+    resp = requests.post(
+        f"{settings.airflow_url}/auth/token",
+        json={"username": settings.airflow_admin_user, "password": settings.airflow_admin_password},
+        timeout=30,
+    )
+    resp.raise_for_status()
+    return resp.json()["access_token"]

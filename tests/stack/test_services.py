@@ -1,0 +1,160 @@
+"""Each service of the running stack does its job, shown with real content."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlops_sandbox.storage import s3_client
+
+pytestmark = pytest.mark.stack
+
+
+# --- MinIO ------------------------------------------------------------------------------------------
+def test_minio_object_round_trip_with_configured_credentials(settings):
+    client = s3_client(settings)
+    key = f"stack-test/{uuid.uuid4()}.json"
+    body = json.dumps({"hello": "minio", "n": 42}).encode()
+    client.put_object(Bucket=settings.raw_data_bucket, Key=key, Body=body)
+    got = client.get_object(Bucket=settings.raw_data_bucket, Key=key)["Body"].read()
+    assert got == body
+    client.delete_object(Bucket=settings.raw_data_bucket, Key=key)
+
+
+def test_minio_init_created_every_bucket_and_is_idempotent(settings, compose):
+    names = {b["Name"] for b in s3_client(settings).list_buckets()["Buckets"]}
+    assert set(settings.buckets.values()) <= names
+    rerun = compose("run", "--rm", "--no-deps", "minio-init")
+    assert json.loads(rerun.stdout) == {bucket: "exists" for bucket in settings.buckets.values()}
+
+
+def test_unknown_s3_access_key_is_refused(settings):
+    from botocore.exceptions import ClientError
+
+    bad = settings.model_copy(update={"s3_access_key_id": "not-a-user"})
+    with pytest.raises(ClientError):
+        s3_client(bad).list_buckets()
+
+
+# --- MLflow -----------------------------------------------------------------------------------------
+def test_mlflow_run_metric_and_artifact_read_back_and_artifact_lands_in_minio(settings, tmp_path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    experiment_id = client.create_experiment(f"stack-test-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    client.log_param(run.info.run_id, "alpha", "0.5")
+    client.log_metric(run.info.run_id, "rmse", 1.25)
+    artifact = tmp_path / "notes.txt"
+    artifact.write_text("logged through the MLflow server\n")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # artifact upload goes through the proxy
+    client.log_artifact(run.info.run_id, str(artifact))
+    client.set_terminated(run.info.run_id)
+
+    got = client.get_run(run.info.run_id)
+    assert got.data.params["alpha"] == "0.5"
+    assert got.data.metrics["rmse"] == 1.25
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["notes.txt"]
+    downloaded = client.download_artifacts(run.info.run_id, "notes.txt", str(tmp_path / "dl"))
+    assert Path(downloaded).read_text() == "logged through the MLflow server\n"
+
+    objects = s3_client(settings).list_objects_v2(Bucket=settings.mlflow_artifacts_bucket)
+    keys = [o["Key"] for o in objects.get("Contents", [])]
+    assert any(k.endswith(f"{run.info.run_id}/artifacts/notes.txt") for k in keys), keys
+
+
+# --- Airflow ----------------------------------------------------------------------------------------
+def _airflow(settings, token, method, path, **kwargs):
+    resp = requests.request(
+        method,
+        f"{settings.airflow_url}/api/v2{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        **kwargs,
+    )
+    resp.raise_for_status()
+    return resp.json()
+
+
+def test_airflow_api_refuses_a_wrong_password(settings):
+    resp = requests.post(
+        f"{settings.airflow_url}/auth/token",
+        json={"username": settings.airflow_admin_user, "password": "wrong-password"},
+        timeout=30,
+    )
+    assert resp.status_code in (401, 403)
+    assert requests.get(f"{settings.airflow_url}/api/v2/dags", timeout=30).status_code == 401
+
+
+def test_airflow_lists_project_dags_and_scheduler_is_healthy(settings, airflow_token):
+    deadline = time.monotonic() + 180
+    while True:  # the DAG processor parses the folder shortly after start
+        dag_ids = {d["dag_id"] for d in _airflow(settings, airflow_token, "GET", "/dags")["dags"]}
+        if "stack_selfcheck" in dag_ids or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert "stack_selfcheck" in dag_ids
+    health = _airflow(settings, airflow_token, "GET", "/monitor/health")
+    assert health["metadatabase"]["status"] == "healthy"
+    assert health["scheduler"]["status"] == "healthy"
+    assert health["dag_processor"]["status"] == "healthy"
+    assert _airflow(settings, airflow_token, "GET", "/importErrors")["total_entries"] == 0
+
+
+def test_airflow_runs_a_project_container_on_the_stack_network(settings, airflow_token):
+    """The path every ML step takes: scheduler -> Docker socket -> project image -> MinIO and MLflow."""
+    _airflow(settings, airflow_token, "PATCH", "/dags/stack_selfcheck", json={"is_paused": False})
+    run = _airflow(settings, airflow_token, "POST", "/dags/stack_selfcheck/dagRuns", json={"logical_date": None})
+    deadline = time.monotonic() + 300
+    state = run["state"]
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(3)
+        state = _airflow(settings, airflow_token, "GET", f"/dags/stack_selfcheck/dagRuns/{run['dag_run_id']}")["state"]
+    assert state == "success"
+    log = requests.get(
+        f"{settings.airflow_url}/api/v2/dags/stack_selfcheck/dagRuns/{run['dag_run_id']}"
+        "/taskInstances/check_stack/logs/1",
+        headers={"Authorization": f"Bearer {airflow_token}", "Accept": "text/plain"},
+        timeout=30,
+    )
+    assert log.status_code == 200
+    assert "ok   mlflow" in log.text and "ok   bucket:raw_data" in log.text
+
+
+# --- Prediction service -----------------------------------------------------------------------------
+def test_predictor_openapi_and_swagger_ui(settings):
+    spec = requests.get(f"{settings.predictor_url}/openapi.json", timeout=30).json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/predict", "/health"} <= set(spec["paths"])
+    docs = requests.get(f"{settings.predictor_url}/docs", timeout=30)
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+
+
+def test_predictor_without_a_production_model_answers_503(settings):
+    health = requests.get(f"{settings.predictor_url}/health", timeout=30).json()
+    assert health["status"] == "ok" and health["model_loaded"] is False
+    resp = requests.post(f"{settings.predictor_url}/predict", json={"records": [{"area": 100.0}]}, timeout=30)
+    assert resp.status_code == 503
+    assert "No production model yet" in resp.json()["detail"]
+
+
+# --- Evidently --------------------------------------------------------------------------------------
+def test_evidently_ui_api_answers(settings):
+    version = requests.get(f"{settings.evidently_url}/api/version", timeout=30).json()
+    assert version["application"] == "Evidently UI" and version["version"] == "0.7.23"
+    projects = requests.get(f"{settings.evidently_url}/api/projects", timeout=30)
+    assert projects.status_code == 200 and isinstance(projects.json(), list)
+
+
+# --- JupyterLab -------------------------------------------------------------------------------------
+def test_jupyter_api_needs_the_token(settings):
+    url = f"{settings.jupyter_url}/api/contents"
+    assert requests.get(url, timeout=30).status_code == 403
+    with_token = requests.get(url, headers={"Authorization": f"token {settings.jupyter_token}"}, timeout=30)
+    assert with_token.status_code == 200
+    assert "notebooks" in {item["name"] for item in with_token.json()["content"]}
