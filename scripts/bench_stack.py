@@ -29,7 +29,11 @@ def compose(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "STACK_NETWORK": PROJECT}
     return subprocess.run(
         ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", PROJECT, *args],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -41,7 +45,7 @@ def timed_up() -> float:
 
 def to_bytes(text: str) -> float:
     number = text.rstrip("BKiMGk")
-    unit = text[len(number):]
+    unit = text[len(number) :]
     return float(number) * UNITS[unit]
 
 
@@ -49,7 +53,9 @@ def memory_by_container() -> dict[str, float]:
     ids = compose("ps", "-q").stdout.split()
     out = subprocess.run(
         ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     usage = {}
     for line in out.splitlines():

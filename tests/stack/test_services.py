@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from mlops_sandbox.storage import s3_client
+from mlops_sandbox.tracking import use_tracking_server
 
 pytestmark = pytest.mark.stack
 
@@ -43,16 +44,13 @@ def test_unknown_s3_access_key_is_refused(settings):
 
 # --- MLflow -----------------------------------------------------------------------------------------
 def test_mlflow_run_metric_and_artifact_read_back_and_artifact_lands_in_minio(settings, tmp_path):
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    client = use_tracking_server(settings)
     experiment_id = client.create_experiment(f"stack-test-{uuid.uuid4().hex[:8]}")
     run = client.create_run(experiment_id)
     client.log_param(run.info.run_id, "alpha", "0.5")
     client.log_metric(run.info.run_id, "rmse", 1.25)
     artifact = tmp_path / "notes.txt"
     artifact.write_text("logged through the MLflow server\n")
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # artifact upload goes through the proxy
     client.log_artifact(run.info.run_id, str(artifact))
     client.set_terminated(run.info.run_id)
 
@@ -119,11 +117,12 @@ def test_airflow_runs_a_project_container_on_the_stack_network(settings, airflow
     log = requests.get(
         f"{settings.airflow_url}/api/v2/dags/stack_selfcheck/dagRuns/{run['dag_run_id']}"
         "/taskInstances/check_stack/logs/1",
-        headers={"Authorization": f"Bearer {airflow_token}", "Accept": "text/plain"},
+        headers={"Authorization": f"Bearer {airflow_token}"},
         timeout=30,
     )
     assert log.status_code == 200
-    assert "ok   mlflow" in log.text and "ok   bucket:raw_data" in log.text
+    text = json.dumps(log.json())  # structured log lines; the container's stdout is among them
+    assert "ok   mlflow" in text and "ok   bucket:raw_data" in text, text[-2000:]
 
 
 # --- Prediction service -----------------------------------------------------------------------------

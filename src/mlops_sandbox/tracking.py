@@ -1,0 +1,22 @@
+"""The MLflow tracking server, as every client of the library reaches it."""
+
+from __future__ import annotations
+
+import os
+
+from mlops_sandbox.config import Settings, get_settings
+
+
+def use_tracking_server(settings: Settings | None = None):
+    """Point MLflow at the stack's tracking server and return an `MlflowClient` for it.
+
+    Artifacts always travel through the server (`--serve-artifacts`). MLflow 3.17 would otherwise fetch
+    large downloads from presigned S3 URLs, which name the S3 host as the *server* sees it (`minio:9000`)
+    and so fail from the host. Set MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD yourself to override.
+    """
+    import mlflow
+
+    settings = settings or get_settings()
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
