@@ -1,4 +1,7 @@
-"""`mlops-sandbox`: operator commands. Each subcommand calls one library function."""
+"""`mlops-sandbox`: operator commands. Each subcommand calls one library function.
+
+Pipeline steps print a JSON summary as their last line, which Airflow's DockerOperator keeps as XCom.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,20 @@ import argparse
 import json
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
 
 from mlops_sandbox.config import get_settings
+
+
+def _emit(value) -> int:
+    print(json.dumps(value, default=str))
+    return 0
 
 
 def _init_buckets(_: argparse.Namespace) -> int:
     from mlops_sandbox.storage import ensure_buckets
 
-    result = ensure_buckets(list(get_settings().buckets.values()))
-    print(json.dumps(result, indent=2))
-    return 0
+    return _emit(ensure_buckets(list(get_settings().buckets.values())))
 
 
 def _check_stack(_: argparse.Namespace) -> int:
@@ -27,18 +34,154 @@ def _check_stack(_: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def _duration(text: str) -> timedelta:
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise argparse.ArgumentTypeError(f"duration like 30m, 1h or 1d expected, got {text!r}")
+    return timedelta(**{units[text[-1]]: int(text[:-1])})
+
+
+def _time(text: str) -> datetime:
+    from mlops_sandbox.simulate.generator import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _drift(text: str):
+    from mlops_sandbox.simulate import parse_drift
+
+    try:
+        return parse_drift(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from mlops_sandbox.simulate import batch_times, generate_batch, publish_batch
+    from mlops_sandbox.storage import s3_client
+
+    settings = get_settings()
+    start = args.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    client = s3_client(settings)
+    keys = []
+    for when in batch_times(start, args.every, args.batches):
+        frame = generate_batch(args.scenario, args.seed, when, args.rows, args.drift)
+        if args.out:
+            path = f"{args.out}/{args.scenario}-{when:%Y%m%dT%H%M%SZ}.csv"
+            frame.to_csv(path, index=False)
+            keys.append(path)
+        else:
+            keys.append(publish_batch(frame, args.scenario, when, client, settings.raw_data_bucket))
+    return _emit({"scenario": args.scenario, "rows_per_batch": args.rows, "batches": keys})
+
+
+def _step(args: argparse.Namespace) -> int:
+    from mlops_sandbox import pipeline
+
+    settings = get_settings()
+    steps = {
+        "ingest": lambda: pipeline.ingest(settings, args.scenario, args.run_id, args.last_batches),
+        "validate": lambda: pipeline.validate_step(settings, args.scenario, args.run_id),
+        "preprocess": lambda: pipeline.preprocess_step(settings, args.scenario, args.run_id),
+        "version-features": lambda: pipeline.version_features(settings, args.scenario, args.run_id),
+        "train": lambda: pipeline.train(settings, args.scenario, args.run_id, args.model_type, args.epochs),
+        "register": lambda: pipeline.register(settings, args.scenario, args.run_id),
+    }
+    return _emit(steps[args.step]())
+
+
+def _model(args: argparse.Namespace) -> int:
+    from mlops_sandbox import registry
+
+    if args.action == "list":
+        for row in registry.list_versions(args.name):
+            print(json.dumps(row))
+        return 0
+    if args.action == "describe":
+        registry.set_model_card(args.version, args.text, args.by, args.name)
+        return _emit({"version": args.version, "model_card": "set"})
+    if args.action == "rollback":
+        return _emit(registry.rollback(args.by, args.reason, args.name))
+    thresholds = registry.Thresholds.from_settings(get_settings(), min_r2=args.min_r2, max_mape=args.max_mape)
+    try:
+        checks = registry.promote(args.version, args.to, args.by, args.reason, args.name, thresholds)
+    except registry.PromotionRefused as refused:
+        print(f"REFUSED: {refused}", file=sys.stderr)
+        for check in refused.failed:
+            print(f"  FAIL {check.name}: {check.detail}", file=sys.stderr)
+        return 1
+    for check in checks:
+        print(f"  ok   {check.name}: {check.detail}")
+    return _emit({"version": str(args.version), "alias": args.to, "promoted": True})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlops-sandbox", description=__doc__)
+    from mlops_sandbox.schema import SCHEMAS
+
+    parser = argparse.ArgumentParser(prog="mlops-sandbox", description="mlops-sandbox operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init-buckets", help="create the stack's S3 buckets (idempotent)").set_defaults(func=_init_buckets)
     sub.add_parser("check-stack", help="check that MinIO buckets and MLflow answer").set_defaults(func=_check_stack)
+
+    sim = sub.add_parser("simulate", help="generate simulated industry batches into the raw-data bucket")
+    sim.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--start", type=_time, help="simulated time of the first batch (ISO 8601; default: this hour)")
+    sim.add_argument("--every", type=_duration, default=timedelta(hours=1), help="clock step, e.g. 1h")
+    sim.add_argument("--batches", type=int, default=1)
+    sim.add_argument("--rows", type=int, default=500)
+    sim.add_argument(
+        "--drift",
+        type=_drift,
+        action="append",
+        default=[],
+        help="KIND,START,STRENGTH (KIND: covariate|concept|quality); repeatable",
+    )
+    sim.add_argument("--out", help="write CSV files to this folder instead of the bucket")
+    sim.set_defaults(func=_simulate)
+
+    step = sub.add_parser("pipeline", help="run one step of the training pipeline (the DAG's tasks)")
+    step.add_argument("step", choices=["ingest", "validate", "preprocess", "version-features", "train", "register"])
+    step.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    step.add_argument("--run-id", required=True, help="the pipeline run this step belongs to")
+    step.add_argument("--last-batches", type=int, help="ingest: only the newest N raw batches")
+    step.add_argument("--model-type", choices=["linear", "mlp"], default="mlp")
+    step.add_argument("--epochs", type=int, help="train: MLP epochs")
+    step.set_defaults(func=_step)
+
+    model = sub.add_parser("model", help="the registered model: list, describe, promote, rollback")
+    model.add_argument("--name", help="registered model name (default: the configured scenario's)")
+    actions = model.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="versions with aliases and metrics")
+    describe = actions.add_parser("describe", help="write a version's model card")
+    describe.add_argument("version")
+    describe.add_argument("--text", required=True)
+    describe.add_argument("--by", required=True, help="who writes it")
+    promote = actions.add_parser("promote", help="move a version to staging or production, after compliance checks")
+    promote.add_argument("version")
+    promote.add_argument("--to", choices=["staging", "production"], required=True)
+    promote.add_argument("--by", required=True, help="who decides")
+    promote.add_argument("--reason", required=True, help="why")
+    promote.add_argument("--min-r2", type=float)
+    promote.add_argument("--max-mape", type=float)
+    rollback = actions.add_parser("rollback", help="give production back to the previous production version")
+    rollback.add_argument("--by", required=True)
+    rollback.add_argument("--reason", required=True)
+    model.set_defaults(func=_model)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, LookupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

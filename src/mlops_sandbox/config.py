@@ -43,10 +43,19 @@ class Settings(BaseSettings):
     mlflow_artifacts_bucket: str = "mlflow-artifacts"
     prediction_logs_bucket: str = "prediction-logs"
     monitoring_bucket: str = "monitoring"
+    pipeline_bucket: str = "pipeline"
 
     # MLflow.
     mlflow_tracking_uri_override: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
-    model_name: str = "house-prices"
+    # The scenario the prediction service and monitoring work on, and its registered model's name
+    # (by default the scenario's name with dashes: house_prices -> house-prices).
+    scenario: str = "house_prices"
+    model_name_override: str | None = Field(default=None, validation_alias="MODEL_NAME")
+
+    # Promotion compliance thresholds (mlops_sandbox.registry).
+    promotion_min_r2: float = 0.6
+    promotion_max_mape: float | None = 0.25
+    promotion_tolerance: float = 0.0
 
     # Airflow (REST API clients: tests, scripts, the demo).
     airflow_url_override: str | None = Field(default=None, validation_alias="AIRFLOW_URL")
@@ -56,12 +65,24 @@ class Settings(BaseSettings):
     # Prediction service.
     predictor_url_override: str | None = Field(default=None, validation_alias="PREDICTOR_URL")
     model_poll_seconds: float = 30.0
+    predictor_reload_token: str = "mlops-sandbox-reload"
+    predictor_max_batch: int = 10_000
 
     # Evidently UI.
     evidently_url_override: str | None = Field(default=None, validation_alias="EVIDENTLY_URL")
 
     # JupyterLab.
     jupyter_token: str = "mlops-sandbox"
+
+    @property
+    def model_name(self) -> str:
+        return self.model_name_for(self.scenario)
+
+    def model_name_for(self, scenario: str) -> str:
+        """The registered model of a scenario: MODEL_NAME for the configured scenario, else its own name."""
+        if scenario == self.scenario and self.model_name_override:
+            return self.model_name_override
+        return scenario.replace("_", "-")
 
     @property
     def s3_endpoint_url(self) -> str:
@@ -96,6 +117,7 @@ class Settings(BaseSettings):
             "mlflow_artifacts": self.mlflow_artifacts_bucket,
             "prediction_logs": self.prediction_logs_bucket,
             "monitoring": self.monitoring_bucket,
+            "pipeline": self.pipeline_bucket,
         }
 
 

@@ -14,9 +14,13 @@ def use_tracking_server(settings: Settings | None = None):
     large downloads from presigned S3 URLs, which name the S3 host as the *server* sees it (`minio:9000`)
     and so fail from the host. Set MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD yourself to override.
     """
+    return tracking_client((settings or get_settings()).mlflow_tracking_uri)
+
+
+def tracking_client(tracking_uri: str):
+    """`use_tracking_server` for an explicit tracking URI."""
     import mlflow
 
-    settings = settings or get_settings()
     os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)

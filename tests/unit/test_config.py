@@ -45,4 +45,5 @@ def test_buckets_cover_every_role():
         "mlflow_artifacts",
         "prediction_logs",
         "monitoring",
+        "pipeline",
     }

@@ -3,10 +3,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlops_sandbox.config import Settings
+from mlops_sandbox.schema import HOUSE_PRICES
 from mlops_sandbox.serve.app import create_app
 from mlops_sandbox.serve.model import ProductionModel, ServedModel
+from mlops_sandbox.serve.schema import EXAMPLES
 
 pytestmark = pytest.mark.unit
+
+RECORD = EXAMPLES["house_prices"]
 
 
 class NoRegistry(ProductionModel):
@@ -17,19 +21,25 @@ class NoRegistry(ProductionModel):
         return False
 
 
-class DoubleArea:
+class PricePerArea:
+    """Stands in for a pyfunc: 1,000 per square foot, checks it gets the signature's dtypes."""
+
     def predict(self, frame: pd.DataFrame):
-        return frame["area"] * 2.0
+        assert frame["area"].dtype == "float64" and frame["bedrooms"].dtype == "float64"
+        assert list(frame.columns) == HOUSE_PRICES.feature_names
+        return frame["area"] * 1000.0
 
 
 class FixedRegistry(ProductionModel):
     def refresh(self) -> bool:
-        self._current = ServedModel("house-prices", "3", "production", "run-1", {}, DoubleArea())
+        self._current = ServedModel(
+            "house-prices", "3", "production", "run-1", {"dvc_data_version": "abc"}, PricePerArea(), HOUSE_PRICES
+        )
         return True
 
 
-def _client(production: ProductionModel) -> TestClient:
-    settings = Settings(_env_file=None, model_poll_seconds=3600)
+def _client(production: ProductionModel, **overrides) -> TestClient:
+    settings = Settings(_env_file=None, model_poll_seconds=3600, **overrides)
     return TestClient(create_app(settings, production))
 
 
@@ -38,28 +48,79 @@ def test_without_a_production_model_predict_answers_503_and_health_says_why():
         health = client.get("/health").json()
         assert health["model_loaded"] is False
         assert "production" in health["detail"]
-        resp = client.post("/predict", json={"records": [{"area": 1.0}]})
+        resp = client.post("/predict", json=RECORD)
         assert resp.status_code == 503
         assert "No production model yet" in resp.json()["detail"]
 
 
-def test_serves_the_loaded_version():
+def test_one_record_and_a_batch_get_predictions_with_model_version_and_request_id():
     with _client(FixedRegistry("house-prices", "http://unused")) as client:
-        resp = client.post("/predict", json={"records": [{"area": 10.0}, {"area": 1.5}]})
-        assert resp.status_code == 200
-        body = resp.json()
-        assert body["predictions"] == [20.0, 3.0]
-        assert body["model_version"] == "3"
-        assert body["request_id"]
-        assert client.get("/health").json()["model_version"] == "3"
+        one = client.post("/predict", json=RECORD)
+        assert one.status_code == 200, one.text
+        assert one.json()["predictions"] == [5_500_000.0]
+        assert one.json()["model_version"] == "3" and one.json()["request_id"]
+        batch = client.post("/predict", json=[RECORD, {**RECORD, "area": 1000}], headers={"X-Request-ID": "abc-1"})
+        assert batch.json()["predictions"] == [5_500_000.0, 1_000_000.0]
+        assert batch.json()["request_id"] == "abc-1" and batch.headers["X-Request-ID"] == "abc-1"
 
 
-def test_empty_batch_is_a_422():
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**RECORD, "area": "big"}, "area"),
+        ({**RECORD, "area": -5}, "area"),
+        ({**RECORD, "furnishingstatus": "palatial"}, "furnishingstatus"),
+        ({k: v for k, v in RECORD.items() if k != "bedrooms"}, "bedrooms"),
+        ({**RECORD, "colour": "red"}, "colour"),
+        ({**RECORD, "bedrooms": 2.5}, "bedrooms"),
+    ],
+)
+def test_invalid_input_is_a_422_naming_the_field(body, field):
     with _client(FixedRegistry("house-prices", "http://unused")) as client:
-        assert client.post("/predict", json={"records": []}).status_code == 422
+        resp = client.post("/predict", json=body)
+        assert resp.status_code == 422
+        assert any(field in map(str, err["loc"]) for err in resp.json()["detail"]), resp.json()
 
 
-def test_openapi_documents_predict():
+@pytest.mark.parametrize("raw", [b"[]", b"not json", b'{"area": NaN}', b"null"])
+def test_malformed_bodies_are_422_not_500(raw):
+    with _client(FixedRegistry("house-prices", "http://unused")) as client:
+        resp = client.post("/predict", content=raw, headers={"Content-Type": "application/json"})
+        assert resp.status_code == 422
+
+
+def test_nan_is_refused():
+    with _client(FixedRegistry("house-prices", "http://unused")) as client:
+        resp = client.post(
+            "/predict", content=b'{"area": NaN}'.replace(b"NaN", b"1e999"), headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 422
+
+
+def test_batches_are_capped():
+    with _client(FixedRegistry("house-prices", "http://unused"), predictor_max_batch=3) as client:
+        assert client.post("/predict", json=[RECORD] * 3).status_code == 200
+        assert client.post("/predict", json=[RECORD] * 4).status_code == 422
+
+
+def test_model_reports_version_and_lineage():
+    with _client(FixedRegistry("house-prices", "http://unused")) as client:
+        info = client.get("/model").json()
+        assert info["version"] == "3" and info["alias"] == "production" and info["run_id"] == "run-1"
+        assert info["lineage"] == {"dvc_data_version": "abc"}
+
+
+def test_reload_needs_the_token():
+    with _client(FixedRegistry("house-prices", "http://unused"), predictor_reload_token="s3cret") as client:
+        assert client.post("/reload").status_code == 401
+        assert client.post("/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = client.post("/reload", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["model_version"] == "3"
+
+
+def test_openapi_documents_every_route_and_the_record_fields():
     with _client(NoRegistry("house-prices", "http://unused")) as client:
         spec = client.get("/openapi.json").json()
-        assert "/predict" in spec["paths"] and "/health" in spec["paths"]
+        assert {"/predict", "/health", "/model", "/reload"} <= set(spec["paths"])
+        record = spec["components"]["schemas"]["HousePricesRecord"]
+        assert set(record["required"]) == set(HOUSE_PRICES.feature_names)

@@ -1,27 +1,32 @@
-"""FastAPI app: `/predict` with the production model, `/health`, `/model`. Swagger UI at `/docs`."""
-
-from __future__ import annotations
+"""FastAPI app: `/predict` with the production model, `/model`, `/reload`, `/health`. Swagger UI at `/docs`."""
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import FastAPI, HTTPException
+from fastapi import Body, FastAPI, Header, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mlops_sandbox import __version__
 from mlops_sandbox.config import Settings, get_settings
+from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve.model import ProductionModel
+from mlops_sandbox.serve.schema import record_model
 
 log = logging.getLogger(__name__)
 
-
-class PredictRequest(BaseModel):
-    records: list[dict[str, Any]] = Field(min_length=1, description="Feature records, one per prediction")
+RELOAD_SIGNAL = "/tmp/mlops-sandbox-reload"  # touched by /reload so that every worker reloads
 
 
 class PredictResponse(BaseModel):
@@ -39,18 +44,48 @@ class Health(BaseModel):
     detail: str | None
 
 
+def _json_safe(value: Any) -> Any:
+    """`value` if it is strict JSON, else its repr (NaN and Infinity, which a lenient parser let through)."""
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with one message per field, even when the input echoed back is not valid JSON (NaN)."""
+    errors = [{**err, "input": _json_safe(err.get("input"))} for err in exc.errors()]
+    return JSONResponse(
+        status_code=422, content={"detail": jsonable_encoder(errors, custom_encoder={float: _json_safe})}
+    )
+
+
 def create_app(settings: Settings | None = None, production: ProductionModel | None = None) -> FastAPI:
     """Build the app. `production` is injectable so tests can serve a model without a registry."""
     settings = settings or get_settings()
-    production = production or ProductionModel(settings.model_name, settings.mlflow_tracking_uri)
+    schema = get_schema(settings.scenario)
+    production = production or ProductionModel(settings.model_name, settings.mlflow_tracking_uri, schema=schema)
+    Record = record_model(schema)
+    Batch = Annotated[list[Record], Field(min_length=1, max_length=settings.predictor_max_batch)]  # type: ignore[valid-type]
+
+    def signal_mtime() -> float:
+        try:
+            return os.stat(RELOAD_SIGNAL).st_mtime
+        except FileNotFoundError:
+            return 0.0
 
     async def poll_registry() -> None:
+        seen_signal, next_poll = signal_mtime(), 0.0
         while True:
-            try:
-                await asyncio.to_thread(production.refresh)
-            except Exception:  # noqa: BLE001 - the poller must outlive any single failure
-                log.exception("registry poll failed")
-            await asyncio.sleep(settings.model_poll_seconds)
+            signal = signal_mtime()
+            if time.monotonic() >= next_poll or signal != seen_signal:
+                seen_signal, next_poll = signal, time.monotonic() + settings.model_poll_seconds
+                try:
+                    await asyncio.to_thread(production.refresh)
+                except Exception:  # noqa: BLE001 - the poller must outlive any single failure
+                    log.exception("registry poll failed")
+            await asyncio.sleep(1.0)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -61,10 +96,14 @@ def create_app(settings: Settings | None = None, production: ProductionModel | N
     app = FastAPI(
         title="mlops-sandbox prediction service",
         version=__version__,
-        description=f"Serves `models:/{settings.model_name}@production` from the MLflow registry.",
+        description=(
+            f"Serves `models:/{settings.model_name}@production` from the MLflow registry "
+            f"(scenario `{schema.name}`). Send one record, or a list of up to {settings.predictor_max_batch}."
+        ),
         lifespan=lifespan,
     )
     app.state.production = production
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -79,8 +118,20 @@ def create_app(settings: Settings | None = None, production: ProductionModel | N
         )
 
     @app.post("/predict", response_model=PredictResponse)
-    def predict(body: PredictRequest) -> PredictResponse:
-        """Predict for one or more records with the production model."""
+    def predict(
+        response: Response,
+        body: Annotated[
+            Record | Batch,
+            Body(
+                openapi_examples={  # type: ignore[valid-type]
+                    "one record": {"value": Record.model_json_schema()["examples"][0]},
+                    "a batch": {"value": [Record.model_json_schema()["examples"][0]] * 2},
+                }
+            ),
+        ],
+        x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> PredictResponse:
+        """Predict for one record or a batch with the production model."""
         current = production.current
         if current is None:
             raise HTTPException(
@@ -90,14 +141,43 @@ def create_app(settings: Settings | None = None, production: ProductionModel | N
                     "'production' alias. Train one (Airflow DAG training_pipeline) and promote it."
                 ),
             )
-        frame = pd.DataFrame.from_records(body.records)
-        predictions = current.pyfunc.predict(frame)
+        records = body if isinstance(body, list) else [body]
+        frame = pd.DataFrame.from_records([r.model_dump() for r in records], columns=schema.feature_names)
+        predictions = current.predict(frame)
+        request_id = x_request_id or str(uuid.uuid4())
+        response.headers["X-Request-ID"] = request_id
         return PredictResponse(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
             model_name=current.name,
             model_version=current.version,
-            predictions=[float(p) for p in list(predictions)],
+            predictions=[float(p) for p in predictions],
         )
+
+    @app.get("/model")
+    def model_info() -> dict[str, Any]:
+        """The served version: alias, run id, data lineage, and when it was loaded."""
+        current = production.current
+        if current is None:
+            raise HTTPException(status_code=503, detail=production.last_error or "no production model loaded")
+        return current.info()
+
+    @app.post("/reload")
+    async def reload(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Look the `production` alias up now (every worker), instead of at the next poll. Needs the token."""
+        expected = f"Bearer {settings.predictor_reload_token}"
+        if not settings.predictor_reload_token:
+            raise HTTPException(status_code=403, detail="reload is disabled: PREDICTOR_RELOAD_TOKEN is empty")
+        if authorization is None or not secrets.compare_digest(authorization, expected):
+            raise HTTPException(status_code=401, detail="send 'Authorization: Bearer <PREDICTOR_RELOAD_TOKEN>'")
+        with open(RELOAD_SIGNAL, "a"):
+            os.utime(RELOAD_SIGNAL)
+        changed = await asyncio.to_thread(production.refresh)
+        current = production.current
+        return {
+            "reloaded": changed,
+            "model_version": current.version if current else None,
+            "detail": production.last_error,
+        }
 
     return app
 

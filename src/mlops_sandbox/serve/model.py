@@ -8,9 +8,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from mlops_sandbox.schema import Schema
+
 log = logging.getLogger(__name__)
 
 PRODUCTION_ALIAS = "production"
+LINEAGE_PREFIXES = ("dvc_", "raw_batch", "pipeline_run_id", "scenario", "model_type", "mlflow_run_id")
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,18 @@ class ServedModel:
     run_id: str | None
     tags: dict[str, str]
     pyfunc: Any = field(repr=False)
-    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    schema: Schema | None = field(default=None, repr=False)
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predictions for validated records. Uses the wrapped model directly when it is ours (the same
+        code path the pyfunc takes, without re-checking what pydantic already checked)."""
+        if self.schema is not None:
+            from mlops_sandbox.train.models import model_input
+
+            frame = model_input(frame, self.schema)
+        inner = _unwrap(self.pyfunc)
+        return np.asarray(inner.predict(frame) if inner is not None else self.pyfunc.predict(frame), dtype=float)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -31,18 +48,27 @@ class ServedModel:
             "version": self.version,
             "alias": self.alias,
             "run_id": self.run_id,
-            "tags": self.tags,
+            "lineage": {k: v for k, v in self.tags.items() if k.startswith(LINEAGE_PREFIXES)},
             "loaded_at": self.loaded_at,
         }
+
+
+def _unwrap(pyfunc: Any):
+    try:
+        wrapped = pyfunc.unwrap_python_model()
+    except Exception:  # noqa: BLE001 - not a PythonModel: go through pyfunc.predict
+        return None
+    return getattr(wrapped, "model", None)
 
 
 class ProductionModel:
     """Holds the served model and swaps it atomically when the alias moves to another version."""
 
-    def __init__(self, model_name: str, tracking_uri: str, alias: str = PRODUCTION_ALIAS):
+    def __init__(self, model_name: str, tracking_uri: str, alias: str = PRODUCTION_ALIAS, schema: Schema | None = None):
         self.model_name = model_name
         self.tracking_uri = tracking_uri
         self.alias = alias
+        self.schema = schema
         self._current: ServedModel | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
@@ -51,18 +77,31 @@ class ProductionModel:
     def current(self) -> ServedModel | None:
         return self._current
 
+    def _check_signature(self, pyfunc: Any) -> str | None:
+        if self.schema is None:
+            return None
+        inputs = pyfunc.metadata.get_input_schema()
+        if inputs is None:
+            return "the model has no input signature"
+        names = set(inputs.input_names())
+        if names != set(self.schema.feature_names):
+            return f"the model's inputs {sorted(names)} do not match scenario '{self.schema.name}'"
+        return None
+
     def refresh(self) -> bool:
         """Look the alias up and load its version if it changed. Returns True when a new model was loaded.
 
-        Errors (no registered model yet, MLflow down) leave the current model in place and are kept in
-        `last_error`, so the service stays up and says why it has nothing to serve.
+        Errors (no registered model yet, MLflow down, a model for another schema) leave the current model in
+        place and are kept in `last_error`, so the service stays up and says why.
         """
         import mlflow
         from mlflow.exceptions import MlflowException
 
+        from mlops_sandbox.tracking import tracking_client
+
         with self._lock:
-            client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
             try:
+                client = tracking_client(self.tracking_uri)
                 mv = client.get_model_version_by_alias(self.model_name, self.alias)
             except MlflowException as err:
                 self.last_error = (
@@ -79,11 +118,14 @@ class ProductionModel:
                 return False
             uri = f"models:/{self.model_name}/{mv.version}"
             try:
-                mlflow.set_tracking_uri(self.tracking_uri)
                 pyfunc = mlflow.pyfunc.load_model(uri)
             except Exception as err:  # noqa: BLE001
                 self.last_error = f"loading {uri} failed: {err}"
                 log.exception("loading %s failed", uri)
+                return False
+            mismatch = self._check_signature(pyfunc)
+            if mismatch:
+                self.last_error = f"refusing to serve {uri}: {mismatch}"
                 return False
             self._current = ServedModel(
                 name=self.model_name,
@@ -92,6 +134,7 @@ class ProductionModel:
                 run_id=mv.run_id,
                 tags=dict(mv.tags or {}),
                 pyfunc=pyfunc,
+                schema=self.schema,
             )
             self.last_error = None
             log.info("now serving %s version %s", self.model_name, mv.version)

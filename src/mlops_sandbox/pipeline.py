@@ -1,0 +1,211 @@
+"""The training pipeline's steps (seed steps 14-19), one function each, as the DAG runs them.
+
+Each step runs in its own container, so steps hand over through the pipeline bucket: every run has a
+prefix `<scenario>/runs/<run_key>/` there, and a step overwrites its own outputs when rerun (idempotent).
+Each step returns a small JSON-able summary, which the CLI prints as its last line (Airflow's XCom).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from mlops_sandbox import versioning
+from mlops_sandbox.config import Settings
+from mlops_sandbox.features import preprocess
+from mlops_sandbox.ingest import list_batches, read_batches, validate
+from mlops_sandbox.schema import get_schema
+from mlops_sandbox.storage import s3_client
+
+MAX_TAG_CHARS = 4500  # MLflow tag values are limited to 5,000 characters
+
+
+def run_key(run_id: str) -> str:
+    """A run id made safe for object keys and tags (`manual__2026-01-01T00:00:00+00:00` -> `manual__2026-...`)."""
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")
+    if not key:
+        raise ValueError(f"run id {run_id!r} has nothing usable in it")
+    return key
+
+
+def run_prefix(scenario: str, run_id: str) -> str:
+    return f"{scenario}/runs/{run_key(run_id)}"
+
+
+def _put_parquet(client, bucket: str, key: str, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    client.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+
+
+def _get_parquet(client, bucket: str, key: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+def _put_json(client, bucket: str, key: str, value: dict) -> None:
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(value, indent=2).encode(), ContentType="application/json")
+
+
+def _get_json(client, bucket: str, key: str) -> dict:
+    return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def ingest(settings: Settings, scenario: str, run_id: str, last_batches: int | None = None) -> dict:
+    """Step 1 (seed step 14): read the scenario's raw batches (the newest `last_batches`, or all)."""
+    get_schema(scenario)
+    client = s3_client(settings)
+    keys = list_batches(client, settings.raw_data_bucket, scenario, last=last_batches)
+    raw = read_batches(client, settings.raw_data_bucket, keys)
+    prefix = run_prefix(scenario, run_id)
+    _put_parquet(client, settings.pipeline_bucket, f"{prefix}/raw.parquet", raw)
+    summary = {"step": "ingest", "batches": len(keys), "rows": len(raw), "raw_keys": keys}
+    _put_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json", summary)
+    return {k: v for k, v in summary.items() if k != "raw_keys"}
+
+
+def validate_step(settings: Settings, scenario: str, run_id: str) -> dict:
+    """Step 2: validate against the declared schema; quarantine bad rows with the rule each broke."""
+    schema = get_schema(scenario)
+    client = s3_client(settings)
+    prefix = run_prefix(scenario, run_id)
+    result = validate(_get_parquet(client, settings.pipeline_bucket, f"{prefix}/raw.parquet"), schema)
+    report = result.report()
+    _put_parquet(client, settings.pipeline_bucket, f"{prefix}/valid.parquet", result.valid)
+    _put_json(client, settings.pipeline_bucket, f"{prefix}/quarantine/report.json", {"run_id": run_id, **report})
+    buffer = io.StringIO()
+    result.quarantined.to_csv(buffer, index=False)
+    client.put_object(
+        Bucket=settings.pipeline_bucket, Key=f"{prefix}/quarantine/violations.csv", Body=buffer.getvalue().encode()
+    )
+    if result.valid.empty:
+        raise ValueError(f"every row broke a rule; see s3://{settings.pipeline_bucket}/{prefix}/quarantine/")
+    return {"step": "validate", **{k: v for k, v in report.items() if k != "violations"}}
+
+
+def preprocess_step(settings: Settings, scenario: str, run_id: str) -> dict:
+    """Step 3 (seed step 15): the feature table with a fixed train/test split."""
+    schema = get_schema(scenario)
+    client = s3_client(settings)
+    prefix = run_prefix(scenario, run_id)
+    table = preprocess(_get_parquet(client, settings.pipeline_bucket, f"{prefix}/valid.parquet"), schema)
+    _put_parquet(client, settings.pipeline_bucket, f"{prefix}/features.parquet", table)
+    counts = table["split"].value_counts().to_dict()
+    return {"step": "preprocess", "train_rows": counts.get("train", 0), "test_rows": counts.get("test", 0)}
+
+
+def version_features(settings: Settings, scenario: str, run_id: str) -> dict:
+    """Step 4 (seed step 16): `dvc add` + `dvc push` the feature table to the DVC remote in MinIO."""
+    client = s3_client(settings)
+    prefix = run_prefix(scenario, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "features.parquet"
+        client.download_file(settings.pipeline_bucket, f"{prefix}/features.parquet", str(path))
+        data_version = versioning.push(path, settings, scenario)
+    _put_json(client, settings.pipeline_bucket, f"{prefix}/data_version.json", data_version.tags())
+    return {"step": "version_features", **data_version.tags()}
+
+
+def fetch_features(settings: Settings, data_version: versioning.DataVersion) -> pd.DataFrame:
+    """Seed step 17: the feature table of `data_version`, fetched back through DVC."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_parquet(versioning.pull(data_version, settings, Path(tmp) / data_version.path))
+
+
+def lineage_tags(raw_keys: list[str], data_version: versioning.DataVersion, run_id: str, scenario: str) -> dict:
+    keys = ",".join(raw_keys)
+    if len(keys) > MAX_TAG_CHARS:
+        keys = keys[:MAX_TAG_CHARS].rsplit(",", 1)[0] + ",...(+more; see lineage/raw_keys.json)"
+    return {
+        **data_version.tags(),
+        "raw_batch_keys": keys,
+        "raw_batch_count": str(len(raw_keys)),
+        "pipeline_run_id": run_id,
+        "scenario": scenario,
+    }
+
+
+def train(settings: Settings, scenario: str, run_id: str, model_type: str, epochs: int | None = None) -> dict:
+    """Steps 5-8 (seed steps 17-18): fetch the features through DVC, train, evaluate on the held-out test
+    set, and log params, metrics, the `.pth`, the model (signature, input example) and lineage to MLflow."""
+    import mlflow
+
+    from mlops_sandbox.tracking import use_tracking_server
+    from mlops_sandbox.train import evaluate, fit
+    from mlops_sandbox.train.mlflow_model import log_model
+    from mlops_sandbox.train.models import MLPConfig
+
+    schema = get_schema(scenario)
+    client = s3_client(settings)
+    prefix = run_prefix(scenario, run_id)
+    data_version = versioning.DataVersion.from_tags(
+        _get_json(client, settings.pipeline_bucket, f"{prefix}/data_version.json")
+    )
+    raw_keys = _get_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json")["raw_keys"]
+    table = fetch_features(settings, data_version)
+    train_rows, test_rows = table[table["split"] == "train"], table[table["split"] == "test"]
+    mlp_config = MLPConfig(epochs=epochs) if epochs else MLPConfig()
+    model = fit(train_rows, schema, model_type, mlp_config)
+    metrics = {f"test_{k}": v for k, v in evaluate(model.predict, test_rows, schema).items()}
+    metrics |= {f"train_{k}": v for k, v in evaluate(model.predict, train_rows, schema).items()}
+
+    use_tracking_server(settings)
+    mlflow.set_experiment(scenario)
+    with mlflow.start_run(run_name=f"{model_type}-{run_key(run_id)}") as run:
+        params = {
+            "model_type": model_type,
+            "train_rows": len(train_rows),
+            "test_rows": len(test_rows),
+            "n_features": model.n_inputs,
+            "target_log": model.target_log,
+        }
+        if model_type == "mlp":
+            params |= {
+                "epochs": mlp_config.epochs,
+                "hidden": "x".join(map(str, mlp_config.hidden)),
+                "learning_rate": mlp_config.learning_rate,
+                "batch_size": mlp_config.batch_size,
+            }
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(lineage_tags(raw_keys, data_version, run_id, scenario))
+        mlflow.log_dict({"raw_keys": raw_keys}, "lineage/raw_keys.json")
+        info = log_model(model, test_rows.head(5))
+    summary = {"step": "train", "mlflow_run_id": run.info.run_id, "model_uri": info.model_uri, **metrics}
+    _put_json(client, settings.pipeline_bucket, f"{prefix}/train.json", summary)
+    return summary
+
+
+def register(settings: Settings, scenario: str, run_id: str) -> dict:
+    """Step 9 (seed step 19): register the trained model as a new version, with its lineage as version tags.
+
+    It carries no alias and no description: a person writes the model card and promotes it.
+    """
+    import mlflow
+
+    from mlops_sandbox.tracking import use_tracking_server
+
+    client = s3_client(settings)
+    prefix = run_prefix(scenario, run_id)
+    trained = _get_json(client, settings.pipeline_bucket, f"{prefix}/train.json")
+    tracking = use_tracking_server(settings)
+    run = tracking.get_run(trained["mlflow_run_id"])
+    model_name = settings.model_name_for(scenario)
+    version = mlflow.register_model(
+        trained["model_uri"],
+        model_name,
+        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+        | {"mlflow_run_id": trained["mlflow_run_id"], "model_type": run.data.params.get("model_type", "")},
+    )
+    summary = {
+        "step": "register",
+        "model_name": model_name,
+        "version": str(version.version),
+        "mlflow_run_id": trained["mlflow_run_id"],
+    }
+    _put_json(client, settings.pipeline_bucket, f"{prefix}/register.json", summary)
+    return summary

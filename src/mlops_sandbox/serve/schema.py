@@ -1,0 +1,53 @@
+"""Request models generated from the scenario's declared schema, so the API and the model signature agree."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from mlops_sandbox.schema import Column, Schema
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "house_prices": {
+        "area": 5500.0,
+        "bedrooms": 3,
+        "bathrooms": 2,
+        "stories": 2,
+        "mainroad": "yes",
+        "guestroom": "no",
+        "basement": "yes",
+        "hotwaterheating": "no",
+        "airconditioning": "yes",
+        "parking": 1,
+        "prefarea": "no",
+        "furnishingstatus": "semi-furnished",
+    },
+    "delivery_delay": {
+        "distance_km": 22.5,
+        "weight_kg": 4.2,
+        "stops": 9,
+        "hour_of_day": 17,
+        "traffic_index": 6.5,
+        "driver_experience_years": 3.0,
+        "vehicle_type": "van",
+        "weather": "rain",
+        "region": "urban",
+    },
+}
+
+
+def _field_type(column: Column):
+    bounds = {"ge": column.minimum, "le": column.maximum, "description": column.description or None}
+    if column.kind == "category":
+        return Annotated[Literal[column.categories], Field(description=column.description or None)]  # type: ignore[valid-type]
+    if column.kind == "int":
+        return Annotated[int, Field(**bounds)]
+    return Annotated[float, Field(allow_inf_nan=False, **bounds)]
+
+
+def record_model(schema: Schema) -> type[BaseModel]:
+    """A pydantic model of one input record: every feature required, typed and bounded; nothing else."""
+    fields = {column.name: (_field_type(column), ...) for column in schema.features}
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLES.get(schema.name, {})]})
+    return create_model(f"{schema.name.title().replace('_', '')}Record", __config__=config, **fields)
