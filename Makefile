@@ -54,8 +54,8 @@ test-unit: $(VENV)/.installed ## library tests on tiny data; no Docker
 test-dags: $(VENV_AIRFLOW)/.installed ## every DAG imports and has its expected tasks (Airflow venv)
 	AIRFLOW_HOME=$(CURDIR)/$(VENV_AIRFLOW)/airflow-home $(VENV_AIRFLOW)/bin/pytest tests/dags -m dags -p no:cacheprovider
 
-test-stack: $(VENV)/.installed ## brings the stack up as project mlops-sandbox-test, tests each service, takes it down
-	$(VENV)/bin/pytest tests/stack -m stack
+test-stack: $(VENV)/.installed ## brings up a fresh stack (project mlops-sandbox-test), tests each service and the loop, removes it
+	$(VENV)/bin/pytest tests/stack tests/e2e -m "stack or e2e"
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check src tests dags scripts

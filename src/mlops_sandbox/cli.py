@@ -41,9 +41,11 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{units[text[-1]]: int(text[:-1])})
 
 
-def _time(text: str) -> datetime:
+def _time(text: str) -> datetime | None:
     from mlops_sandbox.simulate.generator import parse_time
 
+    if not text.strip():
+        return None  # empty: the default (lets a DAG pass an unset param as-is)
     try:
         return parse_time(text)
     except ValueError as err:
@@ -53,6 +55,8 @@ def _time(text: str) -> datetime:
 def _drift(text: str):
     from mlops_sandbox.simulate import parse_drift
 
+    if not text.strip():
+        return None
     try:
         return parse_drift(text)
     except ValueError as err:
@@ -68,7 +72,7 @@ def _simulate(args: argparse.Namespace) -> int:
     client = s3_client(settings)
     keys = []
     for when in batch_times(start, args.every, args.batches):
-        frame = generate_batch(args.scenario, args.seed, when, args.rows, args.drift)
+        frame = generate_batch(args.scenario, args.seed, when, args.rows, [d for d in args.drift if d])
         if args.out:
             path = f"{args.out}/{args.scenario}-{when:%Y%m%dT%H%M%SZ}.csv"
             frame.to_csv(path, index=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def _dvc(args: list[str], cwd: Path, settings: Settings) -> str:
         "AWS_DEFAULT_REGION": settings.s3_region,
         "DVC_NO_ANALYTICS": "1",
     }
-    result = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout

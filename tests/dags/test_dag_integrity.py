@@ -53,3 +53,18 @@ def test_project_container_takes_image_network_and_env_from_scheduler(monkeypatc
     assert op.network_mode == "some-net"
     assert op.environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert op._private_environment == {"S3_SECRET_ACCESS_KEY": "s3cr3t"}
+
+
+def test_training_pipeline_runs_the_seed_steps_in_order_in_project_containers(dagbag):
+    dag = dagbag.dags["training_pipeline"]
+    order = ["ingest", "validate", "preprocess", "version_features", "train", "register"]
+    assert {t.task_id for t in dag.tasks} == set(order)
+    for upstream, downstream in zip(order, order[1:], strict=False):
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    for task in dag.tasks:
+        assert task.task_type == "DockerOperator"
+        assert task.command[:3] == ["mlops-sandbox", "pipeline", task.task_id.replace("_", "-")]
+        assert "--run-id={{ run_id }}" in task.command
+    assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
+    assert set(dag.params) == {"scenario", "model_type", "last_batches", "epochs"}
+    assert "--model-type={{ params.model_type }}" in dag.get_task("train").command

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from mlops_sandbox.serve.schema import EXAMPLES
 from mlops_sandbox.storage import s3_client
 from mlops_sandbox.tracking import use_tracking_server
 
@@ -129,7 +130,7 @@ def test_airflow_runs_a_project_container_on_the_stack_network(settings, airflow
 def test_predictor_openapi_and_swagger_ui(settings):
     spec = requests.get(f"{settings.predictor_url}/openapi.json", timeout=30).json()
     assert spec["openapi"].startswith("3.")
-    assert {"/predict", "/health"} <= set(spec["paths"])
+    assert {"/predict", "/health", "/model", "/reload"} <= set(spec["paths"])
     docs = requests.get(f"{settings.predictor_url}/docs", timeout=30)
     assert docs.status_code == 200 and "swagger-ui" in docs.text
 
@@ -137,7 +138,7 @@ def test_predictor_openapi_and_swagger_ui(settings):
 def test_predictor_without_a_production_model_answers_503(settings):
     health = requests.get(f"{settings.predictor_url}/health", timeout=30).json()
     assert health["status"] == "ok" and health["model_loaded"] is False
-    resp = requests.post(f"{settings.predictor_url}/predict", json={"records": [{"area": 100.0}]}, timeout=30)
+    resp = requests.post(f"{settings.predictor_url}/predict", json=EXAMPLES["house_prices"], timeout=30)
     assert resp.status_code == 503
     assert "No production model yet" in resp.json()["detail"]
 

@@ -1,4 +1,6 @@
-"""pytest-docker brings the stack up from compose.yaml, once per session, and takes it down after.
+"""Fixtures for the tests that need the stack (tests/stack, tests/e2e).
+
+pytest-docker brings the stack up from compose.yaml, once per session, and takes it down after.
 
 - The test stack is its own compose project (`mlops-sandbox-test`) with its own network and volumes, so
   `down -v` at the end never touches the stack you work with. It publishes the same host ports: stop your
@@ -6,6 +8,8 @@
 - SANDBOX_TEST_REUSE_STACK=1 runs the tests against the stack that is already up (project
   `mlops-sandbox`), and leaves it running.
 - SANDBOX_TEST_KEEP_STACK=1 leaves the test stack up after the run, to look at it.
+
+The library is imported inside the fixtures: the DAG tests run in the Airflow venv, which lacks it.
 """
 
 from __future__ import annotations
@@ -15,11 +19,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
-from mlops_sandbox.config import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 REUSE = os.environ.get("SANDBOX_TEST_REUSE_STACK") == "1"
 KEEP = os.environ.get("SANDBOX_TEST_KEEP_STACK") == "1"
 PROJECT = os.environ.get("SANDBOX_TEST_PROJECT", "mlops-sandbox" if REUSE else "mlops-sandbox-test")
@@ -66,8 +67,10 @@ def compose(docker_services):
 
 
 @pytest.fixture(scope="session")
-def settings(docker_services) -> Settings:
+def settings(docker_services):
     """Host-side settings pointing at the ports the test stack actually published."""
+    from mlops_sandbox.config import Settings
+
     port = docker_services.port_for
     return Settings(
         minio_api_port=port("minio", 9000),
@@ -80,11 +83,12 @@ def settings(docker_services) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def airflow_token(settings: Settings) -> str:
-    resp = requests.post(
-        f"{settings.airflow_url}/auth/token",
-        json={"username": settings.airflow_admin_user, "password": settings.airflow_admin_password},
-        timeout=30,
-    )
-    resp.raise_for_status()
-    return resp.json()["access_token"]
+def airflow(settings):
+    from mlops_sandbox.airflow_api import AirflowAPI
+
+    return AirflowAPI(settings)
+
+
+@pytest.fixture(scope="session")
+def airflow_token(airflow) -> str:
+    return airflow.token()

@@ -1,0 +1,59 @@
+"""Training pipeline (seed steps 12-19): raw batches in MinIO to a registered model version in MLflow.
+
+Runs daily, and on a manual trigger with params. Every task is a container of the project image started on
+the compose network (seed step 13); Airflow's interpreter never imports an ML library.
+
+1. **ingest**: read the scenario's raw CSV batches from the raw-data bucket (seed step 14);
+2. **validate**: check them against the declared schema; bad rows are quarantined with the rule each
+   broke (`s3://pipeline/<scenario>/runs/<run>/quarantine/`);
+3. **preprocess**: the typed feature table with a fixed train/test split (seed step 15);
+4. **version_features**: `dvc add` + `dvc push` to the DVC remote in MinIO (seed step 16);
+5. **train**: fetch the features back through DVC (seed step 17), train the chosen model, evaluate on the
+   held-out test set, log params, metrics, the `.pth`, the model and its lineage to MLflow (seed step 18);
+6. **register**: a new version in the model registry, with its lineage as tags (seed step 19).
+
+The new version has no alias: a person writes its model card and promotes it
+(`mlops-sandbox model promote VERSION --to staging ...`).
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag
+from sandbox_containers import project_container
+
+RUN = ["--scenario={{ params.scenario }}", "--run-id={{ run_id }}"]
+
+
+def step(task_id: str, *extra: str):
+    """`mlops-sandbox pipeline <step> --scenario ... --run-id ...` in a project container."""
+    return project_container(task_id, ["mlops-sandbox", "pipeline", task_id.replace("_", "-"), *RUN, *extra])
+
+
+@dag(
+    dag_id="training_pipeline",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["training"],
+    params={
+        "scenario": Param("house_prices", enum=["house_prices", "delivery_delay"], description="simulated sector"),
+        "model_type": Param("mlp", enum=["mlp", "linear"], description="PyTorch MLP or scikit-learn linear baseline"),
+        "last_batches": Param(24, type="integer", minimum=1, description="train on the newest N raw batches"),
+        "epochs": Param(80, type="integer", minimum=1, maximum=2000, description="MLP epochs"),
+    },
+)
+def training_pipeline():
+    (
+        step("ingest", "--last-batches={{ params.last_batches }}")
+        >> step("validate")
+        >> step("preprocess")
+        >> step("version_features")
+        >> step("train", "--model-type={{ params.model_type }}", "--epochs={{ params.epochs }}")
+        >> step("register")
+    )
+
+
+training_pipeline()

@@ -1,0 +1,77 @@
+"""A small client for Airflow 3's REST API: log in, trigger a DAG with params, wait for the run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from mlops_sandbox.config import Settings, get_settings
+
+
+class AirflowAPI:
+    def __init__(self, settings: Settings | None = None, timeout: float = 30.0):
+        self.settings = settings or get_settings()
+        self.base = self.settings.airflow_url.rstrip("/")
+        self.timeout = timeout
+        self._token: str | None = None
+
+    def token(self) -> str:
+        if self._token is None:
+            resp = requests.post(
+                f"{self.base}/auth/token",
+                json={"username": self.settings.airflow_admin_user, "password": self.settings.airflow_admin_password},
+                timeout=self.timeout,
+            )
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return self._token
+
+    def call(self, method: str, path: str, **kwargs) -> Any:
+        resp = requests.request(
+            method,
+            f"{self.base}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=self.timeout,
+            **kwargs,
+        )
+        if resp.status_code >= 400:
+            raise RuntimeError(f"Airflow {method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        """Until the DAG processor has parsed `dag_id`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.call("GET", f"/dags/{dag_id}")
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        """Unpause `dag_id` and start a run with `conf` as its params; returns the run id."""
+        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 3) -> str:
+        """Until the run finishes; returns its final state (`success` or `failed`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state in ("success", "failed"):
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        tis = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in tis}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]

@@ -1,0 +1,153 @@
+"""The training loop on the running stack (seed steps 1-9, 12-19):
+simulate -> training_pipeline DAG -> registered version with lineage -> human promotion -> served -> rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from mlops_sandbox import registry
+from mlops_sandbox.schema import get_schema
+from mlops_sandbox.simulate import generate_batch
+from mlops_sandbox.simulate.generator import parse_time
+from mlops_sandbox.storage import s3_client
+from mlops_sandbox.tracking import use_tracking_server
+from mlops_sandbox.train.models import model_input
+from mlops_sandbox.versioning import DataVersion
+
+pytestmark = pytest.mark.e2e
+
+SCENARIO = "house_prices"
+START = "2031-03-01T00:00:00Z"  # a simulated clock no other test uses
+SCHEMA = get_schema(SCENARIO)
+
+
+def _train(airflow, model_type: str) -> str:
+    run_id = airflow.trigger(
+        "training_pipeline", {"scenario": SCENARIO, "model_type": model_type, "last_batches": 6, "epochs": 60}
+    )
+    state = airflow.wait("training_pipeline", run_id, timeout=900)
+    assert state == "success", airflow.task_states("training_pipeline", run_id)
+    return json.loads(airflow.xcom("training_pipeline", run_id, "register"))["version"]
+
+
+def _serving(settings, version: str, timeout: float = 90) -> dict:
+    """Ask the service to reload, then wait until every worker answers with `version`."""
+    requests.post(
+        f"{settings.predictor_url}/reload",
+        headers={"Authorization": f"Bearer {settings.predictor_reload_token}"},
+        timeout=60,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {requests.get(f"{settings.predictor_url}/health", timeout=30).json()["model_version"] for _ in range(6)}
+        if seen == {version}:
+            return requests.get(f"{settings.predictor_url}/model", timeout=30).json()
+        assert time.monotonic() < deadline, f"predictor serves {seen}, expected {version}"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def trained(settings, compose, airflow):
+    """Six simulated batches, then two pipeline runs: a linear baseline and a PyTorch MLP."""
+    out = compose("run", "--rm", "simulate", "--batches", "6", "--rows", "400", "--start", START, "--seed", "7")
+    landed = json.loads(out.stdout.strip().splitlines()[-1])["batches"]
+    assert len(landed) == 6
+    airflow.wait_for_dag("training_pipeline")
+    return {"keys": landed, "linear": _train(airflow, "linear"), "mlp": _train(airflow, "mlp")}
+
+
+def test_simulated_batches_landed_in_the_raw_bucket(settings, trained):
+    client = s3_client(settings)
+    for key in trained["keys"]:
+        body = client.get_object(Bucket=settings.raw_data_bucket, Key=key)["Body"].read().decode()
+        assert body.splitlines()[0].startswith("record_id,event_time,area,bedrooms")
+        assert len(body.splitlines()) == 401
+
+
+def test_versions_carry_lineage_and_features_are_in_the_dvc_remote(settings, trained):
+    client = use_tracking_server(settings)
+    for model_type in ("linear", "mlp"):
+        mv = client.get_model_version(settings.model_name, trained[model_type])
+        assert mv.tags["model_type"] == model_type
+        assert mv.tags["raw_batch_keys"].split(",") == trained["keys"]
+        data = DataVersion.from_tags(mv.tags)
+        head = s3_client(settings).head_object(Bucket=settings.dvc_bucket, Key=data.object_key)
+        assert head["ContentLength"] == data.size
+        run = client.get_run(mv.run_id)
+        assert {"test_rmse", "test_mae", "test_r2"} <= set(run.data.metrics)
+        assert run.data.params["model_type"] == model_type
+    mlp_artifacts = [
+        a.path
+        for a in client.list_artifacts(client.get_model_version(settings.model_name, trained["mlp"]).run_id, "pytorch")
+    ]
+    assert mlp_artifacts == ["pytorch/model.pth"]
+
+
+def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained):
+    linear, mlp = trained["linear"], trained["mlp"]
+    card = "House-price model trained by the e2e test on simulated batches; not for real decisions."
+
+    # no model card yet: staging is refused, and the reason is named
+    with pytest.raises(registry.PromotionRefused) as refused:
+        registry.promote(linear, "staging", "e2e", "baseline", settings=settings)
+    assert [c.name for c in refused.value.failed] == ["model_card"]
+
+    # the seeds' None -> Staging -> Production, for the baseline first
+    registry.set_model_card(linear, card, "e2e", settings=settings)
+    with pytest.raises(registry.PromotionRefused, match="staged_first"):
+        registry.promote(linear, "production", "e2e", "skip staging", settings=settings)
+    registry.promote(linear, "staging", "e2e", "baseline", settings=settings)
+    registry.promote(linear, "production", "e2e", "first production model", settings=settings)
+    assert _serving(settings, linear)["version"] == linear
+
+    # the MLP replaces it: it beats production on the same test set
+    registry.set_model_card(mlp, card, "e2e", settings=settings)
+    registry.promote(mlp, "staging", "e2e", "candidate", settings=settings)
+    checks = registry.promote(mlp, "production", "e2e", "beats the baseline", settings=settings)
+    assert next(c for c in checks if c.name == "beats_production").passed
+    tags = use_tracking_server(settings).get_model_version(settings.model_name, mlp).tags
+    assert tags["production.promoted_by"] == "e2e" and tags["production.reason"] == "beats the baseline"
+    assert tags["previous_production_version"] == linear
+    served = _serving(settings, mlp)
+    assert served["alias"] == "production" and served["lineage"]["raw_batch_keys"].split(",") == trained["keys"]
+
+    # the predictor answers like the registered pyfunc model, for the same rows
+    import mlflow
+
+    rows = generate_batch(SCENARIO, 99, parse_time(START), 25)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{mlp}")
+    expected = np.asarray(pyfunc.predict(model_input(rows, SCHEMA)), dtype=float)
+    records = json.loads(rows[SCHEMA.feature_names].to_json(orient="records"))
+    resp = requests.post(f"{settings.predictor_url}/predict", json=records, timeout=60)
+    assert resp.status_code == 200 and resp.json()["model_version"] == mlp
+    np.testing.assert_allclose(resp.json()["predictions"], expected, rtol=1e-9)
+
+    # the baseline cannot come back through promotion: it is worse than production on the same test set
+    registry.promote(linear, "staging", "e2e", "retry", settings=settings)
+    with pytest.raises(registry.PromotionRefused) as worse:
+        registry.promote(linear, "production", "e2e", "retry", settings=settings)
+    assert [c.name for c in worse.value.failed] == ["beats_production"]
+
+    # ... but a rollback, one call, gives production back to it
+    assert registry.rollback("e2e", "demo rollback", settings=settings) == {
+        "model_name": settings.model_name,
+        "from_version": mlp,
+        "to_version": linear,
+    }
+    assert _serving(settings, linear)["version"] == linear
+    one = requests.post(f"{settings.predictor_url}/predict", json=records[0], timeout=60).json()
+    assert one["model_version"] == linear and len(one["predictions"]) == 1
+
+
+def test_invalid_input_on_the_live_service_is_422_per_field(settings, trained):
+    bad = {"area": "huge", "bedrooms": 3}
+    resp = requests.post(f"{settings.predictor_url}/predict", json=bad, timeout=30)
+    assert resp.status_code == 422
+    fields = {str(err["loc"][-1]) for err in resp.json()["detail"]}
+    assert {"area", "bathrooms", "furnishingstatus"} <= fields
