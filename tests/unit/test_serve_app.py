@@ -22,7 +22,10 @@ class NoRegistry(ProductionModel):
 
 
 class PricePerArea:
-    """Stands in for a pyfunc: 1,000 per square foot, checks it gets the signature's dtypes."""
+    """Stands in for a pyfunc that is not ours: 1,000 per square foot; checks it gets the signature's dtypes."""
+
+    def unwrap_python_model(self):
+        raise TypeError("not a PythonModel")
 
     def predict(self, frame: pd.DataFrame):
         assert frame["area"].dtype == "float64" and frame["bedrooms"].dtype == "float64"

@@ -51,3 +51,12 @@ def test_bad_arguments_are_refused(table):
         fit(table.head(5), HOUSE_PRICES, "linear")
     with pytest.raises(ValueError, match="missing feature"):
         fit(table[table.split == "train"], HOUSE_PRICES, "linear").predict(table.drop(columns=["area"]))
+
+
+@pytest.mark.parametrize("model_type", ["linear", "mlp"])
+def test_record_path_predicts_exactly_what_the_frame_path_predicts(table, model_type):
+    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, MLPConfig(epochs=3))
+    rows = table[table.split == "test"].head(50).copy()
+    rows.loc[rows.index[0], "furnishingstatus"] = "never-seen"  # unknown category: all-zero one-hot in both
+    records = rows[HOUSE_PRICES.feature_names].to_dict(orient="records")
+    np.testing.assert_array_equal(model.predict_records(records), model.predict(rows))

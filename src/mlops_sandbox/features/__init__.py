@@ -35,20 +35,32 @@ def preprocess(valid: pd.DataFrame, schema: Schema, test_share: float = 0.2) -> 
     return table.sort_values(schema.id_column).reset_index(drop=True)
 
 
-def engineer(frame: pd.DataFrame, scenario: str) -> pd.DataFrame:
-    """Derived features, computed the same way in training and in serving."""
-    out = frame.copy()
+def derived(columns, scenario: str) -> dict[str, np.ndarray]:
+    """Derived features from raw columns (a DataFrame or a mapping of name -> array), as float64 arrays."""
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(columns[name], dtype=float)
+
     if scenario == "house_prices":
-        area = out["area"].astype(float)
-        out["log_area"] = np.log(area.clip(lower=1))
-        out["area_per_bedroom"] = area / out["bedrooms"].astype(float).clip(lower=1)
-        out["bathrooms_per_bedroom"] = out["bathrooms"].astype(float) / out["bedrooms"].astype(float).clip(lower=1)
-    elif scenario == "delivery_delay":
-        distance = out["distance_km"].astype(float)
-        out["log_distance"] = np.log1p(distance)
-        out["congestion_load"] = distance * out["traffic_index"].astype(float)
-        out["stops_per_km"] = out["stops"].astype(float) / distance.clip(lower=0.5)
-    return out
+        area, bedrooms = col("area"), np.maximum(col("bedrooms"), 1.0)
+        return {
+            "log_area": np.log(np.maximum(area, 1.0)),
+            "area_per_bedroom": area / bedrooms,
+            "bathrooms_per_bedroom": col("bathrooms") / bedrooms,
+        }
+    if scenario == "delivery_delay":
+        distance = col("distance_km")
+        return {
+            "log_distance": np.log1p(distance),
+            "congestion_load": distance * col("traffic_index"),
+            "stops_per_km": col("stops") / np.maximum(distance, 0.5),
+        }
+    return {}
+
+
+def engineer(frame: pd.DataFrame, scenario: str) -> pd.DataFrame:
+    """The frame with its derived features added; computed the same way in training and in serving."""
+    return frame.assign(**derived(frame, scenario))
 
 
 def engineered_names(scenario: str) -> list[str]:

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import Body, FastAPI, Header, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -142,8 +141,7 @@ def create_app(settings: Settings | None = None, production: ProductionModel | N
                 ),
             )
         records = body if isinstance(body, list) else [body]
-        frame = pd.DataFrame.from_records([r.model_dump() for r in records], columns=schema.feature_names)
-        predictions = current.predict(frame)
+        predictions = current.predict([r.model_dump() for r in records])
         request_id = x_request_id or str(uuid.uuid4())
         response.headers["X-Request-ID"] = request_id
         return PredictResponse(

@@ -32,15 +32,19 @@ class ServedModel:
     schema: Schema | None = field(default=None, repr=False)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Predictions for validated records. Uses the wrapped model directly when it is ours (the same
-        code path the pyfunc takes, without re-checking what pydantic already checked)."""
+    def predict(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Predictions for records that the API already validated. A model of ours is called on its
+        numpy path (`TabularModel.predict_records`, equal to its pyfunc's answers); any other pyfunc gets
+        a DataFrame."""
+        inner = _unwrap(self.pyfunc)
+        if inner is not None and hasattr(inner, "predict_records"):
+            return np.asarray(inner.predict_records(records), dtype=float)
+        frame = pd.DataFrame.from_records(records)
         if self.schema is not None:
             from mlops_sandbox.train.models import model_input
 
             frame = model_input(frame, self.schema)
-        inner = _unwrap(self.pyfunc)
-        return np.asarray(inner.predict(frame) if inner is not None else self.pyfunc.predict(frame), dtype=float)
+        return np.asarray(self.pyfunc.predict(frame), dtype=float)
 
     def info(self) -> dict[str, Any]:
         return {

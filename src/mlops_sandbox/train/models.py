@@ -13,7 +13,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from mlops_sandbox.features import engineer, engineered_names
+from mlops_sandbox.features import derived, engineer, engineered_names
 from mlops_sandbox.schema import Schema
 
 MODEL_TYPES = ("linear", "mlp")
@@ -96,14 +96,37 @@ class TabularModel:
     n_inputs: int = 0
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        x = self.preprocessor.transform(model_input(frame, self.schema)).astype(np.float32)
+        """Predictions for a frame of raw records (the path training, evaluation and the pyfunc take)."""
+        return self._regress(self.preprocessor.transform(model_input(frame, self.schema)).astype(np.float32))
+
+    def predict_records(self, records: list[dict]) -> np.ndarray:
+        """The same predictions for validated records, without pandas or scikit-learn on the way: the
+        fitted scaling and encoding applied with numpy (the prediction service's hot path)."""
+        return self._regress(self._transform_records(records))
+
+    def _transform_records(self, records: list[dict]) -> np.ndarray:
+        encode = self.preprocessor.named_steps["encode"]
+        (_, scaler, numeric), (_, onehot, categorical) = encode.transformers_[:2]
+        columns = {
+            c: np.fromiter((r[c] for r in records), dtype=float, count=len(records))
+            for c in self.schema.numeric_features
+        }
+        columns |= derived(columns, self.schema.name)
+        x_num = (np.column_stack([columns[c] for c in numeric]) - scaler.mean_) / scaler.scale_
+        blocks = [x_num]
+        for column, categories in zip(categorical, onehot.categories_, strict=True):
+            values = np.array([r[column] for r in records], dtype=object)
+            blocks.append((values[:, None] == categories[None, :]).astype(float))
+        return np.hstack(blocks).astype(np.float32)
+
+    def _regress(self, x: np.ndarray) -> np.ndarray:
         if self.model_type == "linear":
             scaled = self.regressor.predict(x)
         else:
             import torch
 
             self.net.eval()
-            with torch.no_grad():
+            with torch.inference_mode():
                 scaled = self.net(torch.from_numpy(x)).numpy().ravel()
         raw = scaled * self.target_std + self.target_mean
         return np.exp(raw) if self.target_log else raw
