@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     model_poll_seconds: float = 30.0
     predictor_reload_token: str = "mlops-sandbox-reload"
     predictor_max_batch: int = 10_000
+    # Prediction capture (mlops_sandbox.serve.capture).
+    capture_enabled: bool = True
+    capture_batch_records: int = 1000
+    capture_flush_seconds: float = 5.0
+    capture_max_buffer: int = 20_000
+    capture_spool_dir: str = "/data/spool"
 
     # Evidently UI.
     evidently_url_override: str | None = Field(default=None, validation_alias="EVIDENTLY_URL")

@@ -14,21 +14,22 @@ from mlops_sandbox.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-def s3_client(settings: Settings | None = None):
-    """A boto3 S3 client for the configured endpoint."""
+def s3_client(settings: Settings | None = None, config: Config | None = None):
+    """A boto3 S3 client for the configured endpoint (`config` is merged over the defaults)."""
     settings = settings or get_settings()
+    base = Config(
+        s3={"addressing_style": settings.s3_addressing_style},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+    )
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
         region_name=settings.s3_region,
-        config=Config(
-            s3={"addressing_style": settings.s3_addressing_style},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=30,
-        ),
+        config=base.merge(config) if config else base,
     )
 
 

@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -5,6 +7,7 @@ from fastapi.testclient import TestClient
 from mlops_sandbox.config import Settings
 from mlops_sandbox.schema import HOUSE_PRICES
 from mlops_sandbox.serve.app import create_app
+from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.model import ProductionModel, ServedModel
 from mlops_sandbox.serve.schema import EXAMPLES
 
@@ -41,9 +44,33 @@ class FixedRegistry(ProductionModel):
         return True
 
 
-def _client(production: ProductionModel, **overrides) -> TestClient:
-    settings = Settings(_env_file=None, model_poll_seconds=3600, **overrides)
-    return TestClient(create_app(settings, production))
+class Uploads(dict):
+    def __call__(self, key: str, body: bytes) -> None:
+        self[key] = body
+
+
+def _client(production: ProductionModel, capture: PredictionCapture | None = None, **overrides) -> TestClient:
+    settings = Settings(_env_file=None, model_poll_seconds=3600, capture_enabled=False, **overrides)
+    return TestClient(create_app(settings, production, capture))
+
+
+def test_every_prediction_is_captured_with_request_model_inputs_output_and_latency(tmp_path):
+    uploads = Uploads()
+    capture = PredictionCapture(uploads, tmp_path, "house_prices", batch_records=100, flush_seconds=60)
+    with _client(FixedRegistry("house-prices", "http://unused"), capture) as client:
+        client.post("/predict", json=RECORD, headers={"X-Request-ID": "one"})
+        client.post("/predict", json=[RECORD, {**RECORD, "area": 1000.0}], headers={"X-Request-ID": "two"})
+        client.post("/predict", json={**RECORD, "area": "bad"})  # refused: no prediction to capture
+    # leaving the client runs the app's shutdown, which flushes
+    rows = [json.loads(line) for body in uploads.values() for line in body.splitlines()]
+    assert [(r["request_id"], r["row"], r["prediction"]) for r in rows] == [
+        ("one", 0, 5_500_000.0),
+        ("two", 0, 5_500_000.0),
+        ("two", 1, 1_000_000.0),
+    ]
+    assert rows[2]["inputs"] == {**RECORD, "area": 1000.0}
+    assert {r["model_version"] for r in rows} == {"3"} and all(r["latency_ms"] >= 0 for r in rows)
+    assert all(k.startswith("house_prices/predictions/date=") for k in uploads)
 
 
 def test_without_a_production_model_predict_answers_503_and_health_says_why():

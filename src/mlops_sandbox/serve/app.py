@@ -9,6 +9,8 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, HTTPException, Request, Response
@@ -20,6 +22,7 @@ from pydantic import BaseModel, Field
 from mlops_sandbox import __version__
 from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.schema import get_schema
+from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.model import ProductionModel
 from mlops_sandbox.serve.schema import record_model
 
@@ -60,11 +63,40 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
     )
 
 
-def create_app(settings: Settings | None = None, production: ProductionModel | None = None) -> FastAPI:
-    """Build the app. `production` is injectable so tests can serve a model without a registry."""
+def s3_capture(settings: Settings) -> PredictionCapture:
+    """Capture to the prediction-logs bucket, with a client that fails fast when MinIO is away."""
+    from botocore.config import Config
+
+    from mlops_sandbox.storage import s3_client
+
+    client = s3_client(settings, Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}))
+
+    def upload(key: str, body: bytes) -> None:
+        client.put_object(
+            Bucket=settings.prediction_logs_bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+        )
+
+    return PredictionCapture(
+        upload,
+        Path(settings.capture_spool_dir),
+        settings.scenario,
+        batch_records=settings.capture_batch_records,
+        flush_seconds=settings.capture_flush_seconds,
+        max_buffer=settings.capture_max_buffer,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    production: ProductionModel | None = None,
+    capture: PredictionCapture | None = None,
+) -> FastAPI:
+    """Build the app. `production` and `capture` are injectable, so tests need no registry and no S3."""
     settings = settings or get_settings()
     schema = get_schema(settings.scenario)
     production = production or ProductionModel(settings.model_name, settings.mlflow_tracking_uri, schema=schema)
+    if capture is None and settings.capture_enabled:
+        capture = s3_capture(settings)
     Record = record_model(schema)
     Batch = Annotated[list[Record], Field(min_length=1, max_length=settings.predictor_max_batch)]  # type: ignore[valid-type]
 
@@ -88,9 +120,13 @@ def create_app(settings: Settings | None = None, production: ProductionModel | N
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if capture is not None:
+            capture.start()
         poller = asyncio.create_task(poll_registry())
         yield
         poller.cancel()
+        if capture is not None:
+            await asyncio.to_thread(capture.close)  # on SIGTERM too: uvicorn runs the shutdown first
 
     app = FastAPI(
         title="mlops-sandbox prediction service",
@@ -102,6 +138,7 @@ def create_app(settings: Settings | None = None, production: ProductionModel | N
         lifespan=lifespan,
     )
     app.state.production = production
+    app.state.capture = capture
     app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.get("/health", response_model=Health)
@@ -140,10 +177,29 @@ def create_app(settings: Settings | None = None, production: ProductionModel | N
                     "'production' alias. Train one (Airflow DAG training_pipeline) and promote it."
                 ),
             )
-        records = body if isinstance(body, list) else [body]
-        predictions = current.predict([r.model_dump() for r in records])
+        started = time.perf_counter()
+        records = [r.model_dump() for r in (body if isinstance(body, list) else [body])]
+        predictions = current.predict(records)
         request_id = x_request_id or str(uuid.uuid4())
         response.headers["X-Request-ID"] = request_id
+        if capture is not None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            now = datetime.now(UTC).isoformat()
+            capture.log(
+                [
+                    {
+                        "request_id": request_id,
+                        "row": i,
+                        "timestamp": now,
+                        "model_name": current.name,
+                        "model_version": current.version,
+                        "inputs": record,
+                        "prediction": float(prediction),
+                        "latency_ms": latency_ms,
+                    }
+                    for i, (record, prediction) in enumerate(zip(records, predictions, strict=True))
+                ]
+            )
         return PredictResponse(
             request_id=request_id,
             model_name=current.name,
