@@ -3,7 +3,7 @@
 Trigger it with params to land `batches` batches of `rows` records, one simulated `every` apart from
 `start` (default: the current hour). `drift` injects a scenario, as `KIND,START,STRENGTH`, for example
 `concept,2026-01-02T00:00Z,1.0` (KIND: covariate, concept or quality). The same seed and clock always give
-the same rows. The same thing from a shell: `docker compose run --rm simulate --batches 3`.
+the same rows. The same thing from a shell: `docker compose run --rm cli simulate --batches 3`.
 """
 
 from __future__ import annotations

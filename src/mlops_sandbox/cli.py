@@ -82,6 +82,41 @@ def _simulate(args: argparse.Namespace) -> int:
     return _emit({"scenario": args.scenario, "rows_per_batch": args.rows, "batches": keys})
 
 
+def _traffic(args: argparse.Namespace) -> int:
+    from mlops_sandbox.storage import s3_client
+    from mlops_sandbox.traffic import run_traffic
+
+    settings = get_settings()
+    report = run_traffic(
+        settings,
+        s3_client(settings),
+        args.scenario,
+        args.rate,
+        args.duration,
+        args.seed,
+        args.start,
+        [d for d in args.drift if d],
+        args.actuals_delay,
+    )
+    return _emit(report.as_dict())
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from mlops_sandbox.monitor.run import run_window
+
+    end = args.end or datetime.now(UTC)
+    start = args.start or end - timedelta(minutes=5)
+    status = run_window(get_settings(), args.scenario, start, end)
+    summary = {k: status[k] for k in ("window_start", "window_end", "decay", "reasons")}
+    summary |= {k: status["figures"].get(k) for k in ("rows", "labelled_rows", "drift_share", "mae")}
+    summary["quarantined_files"] = len(status["quarantined_files"])
+    if args.fail_on_decay and status["decay"]:
+        print(json.dumps(summary, default=str))
+        print("DECAY: " + "; ".join(status["reasons"]), file=sys.stderr)
+        return 3
+    return _emit(summary)
+
+
 def _step(args: argparse.Namespace) -> int:
     from mlops_sandbox import pipeline
 
@@ -146,6 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--out", help="write CSV files to this folder instead of the bucket")
     sim.set_defaults(func=_simulate)
+
+    traffic = sub.add_parser("traffic", help="send simulated requests to the predictor; publish actuals later")
+    traffic.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    traffic.add_argument("--rate", type=float, default=10, help="requests per second")
+    traffic.add_argument("--duration", type=float, default=60, help="seconds")
+    traffic.add_argument("--seed", type=int, default=1000)
+    traffic.add_argument("--start", type=_time, help="simulated clock start (one simulated minute per second)")
+    traffic.add_argument("--drift", type=_drift, action="append", default=[], help="KIND,START,STRENGTH")
+    traffic.add_argument("--actuals-delay", type=float, default=30, help="seconds until each outcome is known")
+    traffic.set_defaults(func=_traffic)
+
+    monitor = sub.add_parser("monitor", help="monitor one window of captured predictions with Evidently")
+    monitor.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    monitor.add_argument("--start", type=_time, help="window start (default: end - 5 minutes)")
+    monitor.add_argument("--end", type=_time, help="window end (default: now)")
+    monitor.add_argument("--fail-on-decay", action="store_true", help="exit 3 when the window shows decay")
+    monitor.set_defaults(func=_monitor)
 
     step = sub.add_parser("pipeline", help="run one step of the training pipeline (the DAG's tasks)")
     step.add_argument("step", choices=["ingest", "validate", "preprocess", "version-features", "train", "register"])

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     promotion_max_mape: float | None = 0.25
     promotion_tolerance: float = 0.0
 
+    # Decay rule (mlops_sandbox.monitor.DecayRule).
+    decay_max_drift_share: float = 0.5
+    decay_max_mae_increase: float = 0.25
+
     # Airflow (REST API clients: tests, scripts, the demo).
     airflow_url_override: str | None = Field(default=None, validation_alias="AIRFLOW_URL")
     airflow_admin_user: str = "admin"

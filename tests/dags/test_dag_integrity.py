@@ -65,6 +65,16 @@ def test_training_pipeline_runs_the_seed_steps_in_order_in_project_containers(da
         assert task.task_type == "DockerOperator"
         assert task.command[:3] == ["mlops-sandbox", "pipeline", task.task_id.replace("_", "-")]
         assert "--run-id={{ run_id }}" in task.command
-    assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
+    assert dag.schedule == "@daily"
     assert set(dag.params) == {"scenario", "model_type", "last_batches", "epochs"}
     assert "--model-type={{ params.model_type }}" in dag.get_task("train").command
+
+
+def test_monitoring_checks_the_run_window_every_five_minutes_and_fails_on_decay(dagbag):
+    dag = dagbag.dags["monitoring"]
+    assert [t.task_id for t in dag.tasks] == ["monitor_window"]
+    task = dag.get_task("monitor_window")
+    assert task.task_type == "DockerOperator" and task.retries == 0
+    assert "--start={{ data_interval_start.isoformat() }}" in task.command
+    assert "--fail-on-decay" in task.command
+    assert dag.timetable.expression == "*/5 * * * *"

@@ -55,7 +55,7 @@ def _serving(settings, version: str, timeout: float = 90) -> dict:
 @pytest.fixture(scope="module")
 def trained(settings, compose, airflow):
     """Six simulated batches, then two pipeline runs: a linear baseline and a PyTorch MLP."""
-    out = compose("run", "--rm", "simulate", "--batches", "6", "--rows", "400", "--start", START, "--seed", "7")
+    out = compose("run", "--rm", "cli", "simulate", "--batches", "6", "--rows", "400", "--start", START, "--seed", "7")
     landed = json.loads(out.stdout.strip().splitlines()[-1])["batches"]
     assert len(landed) == 6
     airflow.wait_for_dag("training_pipeline")

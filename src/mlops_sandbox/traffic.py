@@ -1,0 +1,125 @@
+"""Traffic and ground truth: simulated clients call the prediction service, and the real outcome of each
+prediction is published later, by request id, to the prediction-logs bucket (as in real life, where a
+house sells weeks after its price was estimated).
+
+Each request sends one simulated record with `X-Request-ID` set to its record id; its target becomes the
+*actual* for that request id, published `actuals_delay` seconds after the answer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import requests
+
+from mlops_sandbox.config import Settings
+from mlops_sandbox.schema import get_schema
+from mlops_sandbox.serve.capture import partition_key, to_jsonl
+from mlops_sandbox.simulate import Drift, generate_batch
+
+
+@dataclass
+class TrafficReport:
+    sent: int = 0
+    answered: int = 0
+    refused: int = 0  # 4xx: invalid input (data-quality faults) or no model yet
+    failed: int = 0  # 5xx or no answer
+    actuals_published: int = 0
+    request_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "request_ids"}
+
+
+def publish_actuals(client, bucket: str, scenario: str, actuals: Sequence[dict]) -> str | None:
+    """Write ground truth rows (`request_id`, `actual`, `observed_at`) as one JSON Lines object."""
+    if not actuals:
+        return None
+    when = datetime.fromisoformat(actuals[0]["observed_at"])
+    key = partition_key(scenario, "actuals", when, f"{when:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}")
+    client.put_object(Bucket=bucket, Key=key, Body=to_jsonl(list(actuals)), ContentType="application/x-ndjson")
+    return key
+
+
+def run_traffic(
+    settings: Settings,
+    s3,
+    scenario: str,
+    rate: float,
+    duration: float,
+    seed: int = 0,
+    clock_start: datetime | None = None,
+    drifts: Sequence[Drift] = (),
+    actuals_delay: float = 30.0,
+    session: requests.Session | None = None,
+) -> TrafficReport:
+    """Send `rate` requests per second for `duration` seconds; publish actuals `actuals_delay` s later.
+
+    The simulated clock advances one minute per real second from `clock_start` (default: now), so drift
+    scenarios with a start time switch on during the run. Bounded: it stops after `duration` (plus the
+    last actuals' delay) whatever happens.
+    """
+    if rate <= 0 or duration <= 0:
+        raise ValueError("rate and duration must be positive")
+    schema = get_schema(scenario)
+    session = session or requests.Session()
+    report = TrafficReport()
+    clock_start = clock_start or datetime.now(UTC).replace(microsecond=0)
+    pending: list[tuple[float, str, float]] = []  # (due, request_id, actual), a heap by due time
+    started = time.monotonic()
+    second = 0
+    while time.monotonic() - started < duration:
+        simulated = clock_start + timedelta(minutes=second)
+        batch = generate_batch(scenario, seed, simulated, max(1, round(rate)), drifts)
+        for _, row in batch.iterrows():
+            record = {c: _plain(row[c]) for c in schema.feature_names}
+            request_id = str(row[schema.id_column])
+            report.sent += 1
+            try:
+                resp = session.post(
+                    f"{settings.predictor_url}/predict", json=record, headers={"X-Request-ID": request_id}, timeout=10
+                )
+            except requests.RequestException:
+                report.failed += 1
+                continue
+            if resp.status_code == 200:
+                report.answered += 1
+                report.request_ids.append(request_id)
+                heapq.heappush(pending, (time.monotonic() + actuals_delay, request_id, float(row[schema.target.name])))
+            elif resp.status_code < 500:
+                report.refused += 1
+            else:
+                report.failed += 1
+        second += 1
+        _publish_due(s3, settings, scenario, pending, report, time.monotonic())
+        pause = started + second - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    while pending:  # the last outcomes arrive after their delay too
+        time.sleep(max(0.0, pending[0][0] - time.monotonic()))
+        _publish_due(s3, settings, scenario, pending, report, time.monotonic())
+    return report
+
+
+def _publish_due(s3, settings: Settings, scenario: str, pending: list, report: TrafficReport, now: float) -> None:
+    due = []
+    while pending and pending[0][0] <= now:
+        _, request_id, actual = heapq.heappop(pending)
+        due.append({"request_id": request_id, "actual": actual, "observed_at": datetime.now(UTC).isoformat()})
+    if due:
+        publish_actuals(s3, settings.prediction_logs_bucket, scenario, due)
+        report.actuals_published += len(due)
+
+
+def _plain(value):
+    """numpy scalars to JSON-able Python values; NaN (a data-quality fault) to None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
