@@ -28,7 +28,10 @@ from sandbox_containers import project_container
     max_active_runs=1,
     doc_md=__doc__,
     tags=["monitoring"],
-    params={"scenario": Param("house_prices", enum=["house_prices", "delivery_delay"])},
+    params={
+        "scenario": Param("house_prices", enum=["house_prices", "delivery_delay"]),
+        "window_minutes": Param(5, type="integer", minimum=1, maximum=1440, description="window length"),
+    },
 )
 def monitoring():
     project_container(
@@ -37,8 +40,9 @@ def monitoring():
             "mlops-sandbox",
             "monitor",
             "--scenario={{ params.scenario }}",
-            "--start={{ data_interval_start.isoformat() }}",
-            "--end={{ data_interval_end.isoformat() }}",
+            # the window up to the run's time (cron-trigger and manual runs have no data interval)
+            "--start={{ (dag_run.run_after - macros.timedelta(minutes=params.window_minutes)).isoformat() }}",
+            "--end={{ dag_run.run_after.isoformat() }}",
             "--fail-on-decay",
         ],
         retries=0,

@@ -75,6 +75,6 @@ def test_monitoring_checks_the_run_window_every_five_minutes_and_fails_on_decay(
     assert [t.task_id for t in dag.tasks] == ["monitor_window"]
     task = dag.get_task("monitor_window")
     assert task.task_type == "DockerOperator" and task.retries == 0
-    assert "--start={{ data_interval_start.isoformat() }}" in task.command
+    assert "--end={{ dag_run.run_after.isoformat() }}" in task.command
     assert "--fail-on-decay" in task.command
     assert dag.timetable.expression == "*/5 * * * *"

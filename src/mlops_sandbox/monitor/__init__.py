@@ -196,7 +196,9 @@ def decay_report(current: pd.DataFrame, reasons: list[str], timestamp: datetime)
         current_data=current[["prediction"]],
         timestamp=timestamp.astimezone(UTC).replace(tzinfo=None),
         tags=["decay"],
-        metadata={"reasons": reasons},
+        # a string: Evidently 0.7.23's UI fails to list a project's snapshots (HTTP 500) when one of them
+        # carries a list as a metadata value
+        metadata={"reasons": "; ".join(reasons)},
         name="decay alert",
     )
 

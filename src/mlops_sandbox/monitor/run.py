@@ -174,9 +174,8 @@ def run_window(
     return status
 
 
-def _replace_snapshots(
-    settings: Settings, scenario: str, snapshots: list, previous: dict, end: datetime, decay: bool
-) -> list[str]:
+def _replace_snapshots(settings: Settings, scenario: str, snapshots: list, previous: dict) -> list[str]:
+    """Put this window's snapshots in the Evidently project, in place of those of an earlier run of it."""
     if not snapshots and not previous.get("evidently_snapshots"):
         return []
     workspace, project = evidently_project(settings, scenario)
