@@ -25,18 +25,21 @@ def _captured(settings, prefix: str) -> list[str]:
     client = s3_client(settings)
     now = datetime.now(UTC)
     ids = []
-    for day in {now - timedelta(hours=1), now, now + timedelta(hours=1)}:
+    days = sorted({f"{now + timedelta(hours=h):%Y-%m-%d}" for h in (-1, 0, 1)})  # a run may straddle midnight
+    for day in days:
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(
-            Bucket=settings.prediction_logs_bucket, Prefix=f"{SCENARIO}/predictions/date={day:%Y-%m-%d}/"
+            Bucket=settings.prediction_logs_bucket, Prefix=f"{SCENARIO}/predictions/date={day}/"
         ):
             for obj in page.get("Contents", []):
                 body = client.get_object(Bucket=settings.prediction_logs_bucket, Key=obj["Key"])["Body"].read()
-                ids += [
-                    r["request_id"]
-                    for r in map(json.loads, body.decode().splitlines())
-                    if r["request_id"].startswith(prefix)
-                ]
+                for line in body.decode(errors="replace").splitlines():
+                    try:
+                        request_id = json.loads(line)["request_id"]
+                    except (ValueError, KeyError, TypeError):
+                        continue  # the quarantine test plants a corrupt file here
+                    if request_id.startswith(prefix):
+                        ids.append(request_id)
     return ids
 
 
@@ -106,13 +109,14 @@ def test_monitoring_window_with_actuals_and_quarantine(settings, compose, servin
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     first = monitor()
-    assert first["rows"] >= 80 and first["labelled_rows"] >= 80 and first["quarantined_files"] == 1
+    assert first["rows"] >= 80 and first["labelled_rows"] >= 80 and first["quarantined_files"] >= 1
     assert first["drift_share"] is not None and first["mae"] > 0
     assert monitor() == first  # a rerun of the window: same figures
 
     status_key = f"{SCENARIO}/windows/{start:%Y%m%dT%H%M%SZ}.json"
     status = json.loads(s3.get_object(Bucket=settings.monitoring_bucket, Key=status_key)["Body"].read())
     assert status["figures"]["rows"] == first["rows"] and not status["decay"]
+    assert corrupt in {q["key"] for q in status["quarantined_files"]}
     reason = json.loads(
         s3.get_object(Bucket=settings.monitoring_bucket, Key=f"{SCENARIO}/quarantine/{corrupt}.reason.json")[
             "Body"

@@ -132,11 +132,8 @@ def run_window(
     model = production_model(settings, scenario)
     window = load_predictions(client, settings.prediction_logs_bucket, schema, start, end)
     for item in window.quarantined:
-        client.copy_object(
-            Bucket=bucket,
-            Key=f"{scenario}/quarantine/{item['key']}",
-            CopySource={"Bucket": settings.prediction_logs_bucket, "Key": item["key"]},
-        )
+        body = client.get_object(Bucket=settings.prediction_logs_bucket, Key=item["key"])["Body"].read()
+        client.put_object(Bucket=bucket, Key=f"{scenario}/quarantine/{item['key']}", Body=body)
         _put_json(client, bucket, f"{scenario}/quarantine/{item['key']}.reason.json", item)
         log.warning("quarantined %s: %s", item["key"], item["reason"])
     current = window.predictions
