@@ -27,6 +27,11 @@ PUBLIC_ENV_KEYS = (
     "MODEL_NAME",
     "EVIDENTLY_URL",
     "PREDICTOR_URL",
+    "DECAY_MAX_DRIFT_SHARE",
+    "DECAY_MAX_MAE_INCREASE",
+    "PROMOTION_MIN_R2",
+    "PROMOTION_MAX_MAPE",
+    "PROMOTION_TOLERANCE",
 )
 # Passed as private_environment: never rendered in the Airflow UI.
 SECRET_ENV_KEYS = ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
