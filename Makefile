@@ -10,7 +10,7 @@ COMPOSE := docker compose
 TORCH_INDEX_URL ?=
 PIP_TORCH := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 
-.PHONY: help up down ps logs build test test-unit test-dags test-stack lint lock bench-stack nuke
+.PHONY: help up down ps logs build test test-unit test-dags test-stack lint lock bench-stack bench-predictor demo nuke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,3 +66,10 @@ lock: ## regenerate both dependency locks inside python:3.11-slim-bookworm
 
 bench-stack: $(VENV)/.installed ## measure `up --wait` time, idle memory and image sizes
 	$(VENV)/bin/python scripts/bench_stack.py
+
+bench-predictor: $(VENV)/.installed ## this predictor against `mlflow models serve` (stack up, a production model)
+	$(VENV)/bin/python scripts/bench_predictor.py
+
+demo: $(VENV)/.installed ## the whole loop unattended on the running stack: seed, train, drift, decay, retrain, recover
+	$(COMPOSE) up -d --wait
+	$(VENV)/bin/python scripts/demo.py

@@ -1,22 +1,29 @@
-"""Monitoring (seed steps 11 and 20): every 5 minutes, the captured predictions of the window, checked.
+"""Monitoring (seed steps 11, 20 and 21): every 5 minutes, the captured predictions of the window, checked.
 
-One project container per run (`mlops-sandbox monitor`), on the run's data interval:
+`monitor_window` runs one project container (`mlops-sandbox monitor`) on the window up to the run's time:
 - pulls the prediction logs of the window and the ground truth known so far, by request id; corrupt or
   off-schema log files are quarantined (`s3://monitoring/<scenario>/quarantine/`) and never crash it;
 - runs Evidently 0.7: data drift against the production model's training data (fetched through DVC), and
   MAE/RMSE where actuals exist;
 - stores the snapshots in the Evidently UI project `<scenario> monitoring` (drift share, MAE and volume over
-  time), and the verdict in `s3://monitoring/<scenario>/status.json`, `windows/` and `alerts/`;
-- **fails with a DECAY message when the decay rule fires**, so the run shows red here. Retraining stays a
-  person's decision (seed step 21): trigger `training_pipeline`.
+  time), and the verdict in `s3://monitoring/<scenario>/status.json`, `windows/` and `alerts/`.
+
+`flag_decay` **fails with the decay reasons when the rule fires**, so the run shows red here. Retraining is a
+person's decision by default (trigger `training_pipeline`). With `AUTO_RETRAIN=true` in `.env`, decay also
+triggers `training_pipeline` and then `challenge`: the new version is promoted only if it beats production
+on fresh labelled requests, and the decision with its figures goes to `s3://monitoring/<scenario>/decisions/`.
 
 A rerun of a window replaces its results: no duplicates.
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 import pendulum
-from airflow.sdk import Param, dag
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, dag, task
 from sandbox_containers import project_container
 
 
@@ -34,7 +41,7 @@ from sandbox_containers import project_container
     },
 )
 def monitoring():
-    project_container(
+    window = project_container(
         "monitor_window",
         [
             "mlops-sandbox",
@@ -43,10 +50,36 @@ def monitoring():
             # the window up to the run's time (cron-trigger and manual runs have no data interval)
             "--start={{ (dag_run.run_after - macros.timedelta(minutes=params.window_minutes)).isoformat() }}",
             "--end={{ dag_run.run_after.isoformat() }}",
-            "--fail-on-decay",
         ],
         retries=0,
     )
+
+    @task(retries=0)
+    def flag_decay(summary: str) -> dict:
+        """Fails, with the reasons, when the window shows decay: the alert you see in Airflow."""
+        status = json.loads(summary)
+        if status["decay"]:
+            raise ValueError("DECAY: " + "; ".join(status["reasons"]))
+        return status
+
+    @task.short_circuit
+    def auto_retrain_on(summary: str) -> bool:
+        """Only with AUTO_RETRAIN=true (opt-in), and only on decay."""
+        return json.loads(summary)["decay"] and os.environ.get("AUTO_RETRAIN", "false").lower() == "true"
+
+    retrain = TriggerDagRunOperator(
+        task_id="retrain",
+        trigger_dag_id="training_pipeline",
+        conf={"scenario": "{{ params.scenario }}"},
+        wait_for_completion=True,
+        poke_interval=10,
+        failed_states=["failed"],
+    )
+    challenge = project_container(
+        "challenge", ["mlops-sandbox", "challenge", "--scenario={{ params.scenario }}"], retries=0
+    )
+    flag_decay(window.output)
+    auto_retrain_on(window.output) >> retrain >> challenge
 
 
 monitoring()

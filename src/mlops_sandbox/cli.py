@@ -117,6 +117,12 @@ def _monitor(args: argparse.Namespace) -> int:
     return _emit(summary)
 
 
+def _challenge(args: argparse.Namespace) -> int:
+    from mlops_sandbox.retrain import challenge
+
+    return _emit(challenge(get_settings(), args.scenario, args.minutes, args.min_rows, args.challenger))
+
+
 def _step(args: argparse.Namespace) -> int:
     from mlops_sandbox import pipeline
 
@@ -198,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--end", type=_time, help="window end (default: now)")
     monitor.add_argument("--fail-on-decay", action="store_true", help="exit 3 when the window shows decay")
     monitor.set_defaults(func=_monitor)
+
+    chal = sub.add_parser("challenge", help="challenger vs champion on fresh labelled data; promote if better")
+    chal.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    chal.add_argument("--minutes", type=float, default=30, help="how far back fresh labelled requests go")
+    chal.add_argument("--min-rows", type=int, default=30)
+    chal.add_argument("--challenger", help="version to challenge with (default: the newest)")
+    chal.set_defaults(func=_challenge)
 
     step = sub.add_parser("pipeline", help="run one step of the training pipeline (the DAG's tasks)")
     step.add_argument("step", choices=["ingest", "validate", "preprocess", "version-features", "train", "register"])

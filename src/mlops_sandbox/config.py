@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Decay rule (mlops_sandbox.monitor.DecayRule).
     decay_max_drift_share: float = 0.5
     decay_max_mae_increase: float = 0.25
+    # Opt-in: on decay the monitoring DAG retrains and promotes a challenger that beats the champion.
+    auto_retrain: bool = False
 
     # Airflow (REST API clients: tests, scripts, the demo).
     airflow_url_override: str | None = Field(default=None, validation_alias="AIRFLOW_URL")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,27 @@ def test_training_pipeline_runs_the_seed_steps_in_order_in_project_containers(da
 
 def test_monitoring_checks_the_run_window_every_five_minutes_and_fails_on_decay(dagbag):
     dag = dagbag.dags["monitoring"]
-    assert [t.task_id for t in dag.tasks] == ["monitor_window"]
+    assert {t.task_id for t in dag.tasks} == {"monitor_window", "flag_decay", "auto_retrain_on", "retrain", "challenge"}
     task = dag.get_task("monitor_window")
     assert task.task_type == "DockerOperator" and task.retries == 0
     assert "--end={{ dag_run.run_after.isoformat() }}" in task.command
-    assert "--fail-on-decay" in task.command
+    assert task.downstream_task_ids == {"flag_decay", "auto_retrain_on"}
+    assert dag.get_task("auto_retrain_on").downstream_task_ids == {"retrain"}
+    assert dag.get_task("retrain").trigger_dag_id == "training_pipeline"
+    assert dag.get_task("retrain").downstream_task_ids == {"challenge"}
     assert dag.timetable.expression == "*/5 * * * *"
+
+
+def test_flag_decay_fails_only_on_decay_and_auto_retrain_is_opt_in(dagbag, monkeypatch):
+    dag = dagbag.dags["monitoring"]
+    flag = dag.get_task("flag_decay").python_callable
+    gate = dag.get_task("auto_retrain_on").python_callable
+    healthy = json.dumps({"decay": False, "reasons": []})
+    decayed = json.dumps({"decay": True, "reasons": ["drift: 60% of features drifted (limit 50%)"]})
+    assert flag(healthy)["decay"] is False
+    with pytest.raises(ValueError, match="DECAY: drift: 60%"):
+        flag(decayed)
+    monkeypatch.delenv("AUTO_RETRAIN", raising=False)
+    assert gate(decayed) is False
+    monkeypatch.setenv("AUTO_RETRAIN", "true")
+    assert gate(decayed) is True and gate(healthy) is False

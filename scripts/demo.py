@@ -1,0 +1,173 @@
+"""The whole loop, unattended, on the running stack (`make demo`): prints each step as it happens.
+
+1. seed data  2. train and promote v1  3. traffic  4. drift injected  5. decay flagged  6. retrain
+7. v2 beats v1 on fresh labelled data and is promoted  8. monitoring recovers
+
+The world changes by concept drift: the same houses sell at different prices, so v1's errors grow while
+the feature distributions stay put, and only a model trained on the new data recovers.
+
+    python scripts/demo.py [--traffic-seconds 45] [--rate 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import requests
+
+from mlops_sandbox import registry
+from mlops_sandbox.airflow_api import AirflowAPI
+from mlops_sandbox.config import Settings, get_settings
+from mlops_sandbox.retrain import challenge
+from mlops_sandbox.simulate import Drift, batch_times, generate_batch, publish_batch
+from mlops_sandbox.storage import s3_client
+from mlops_sandbox.traffic import run_traffic
+
+SCENARIO = "house_prices"
+T0 = time.monotonic()
+
+
+def say(step: str, text: str) -> None:
+    print(f"[{time.monotonic() - T0:6.0f} s] {step:<22} {text}", flush=True)
+
+
+def train(airflow: AirflowAPI, last_batches: int) -> str:
+    run_id = airflow.trigger(
+        "training_pipeline", {"scenario": SCENARIO, "model_type": "mlp", "last_batches": last_batches}
+    )
+    if airflow.wait("training_pipeline", run_id, timeout=900) != "success":
+        raise RuntimeError(f"training_pipeline {run_id} failed: {airflow.task_states('training_pipeline', run_id)}")
+    return json.loads(airflow.xcom("training_pipeline", run_id, "register"))["version"]
+
+
+def reload(settings: Settings, version: str) -> None:
+    requests.post(
+        f"{settings.predictor_url}/reload",
+        headers={"Authorization": f"Bearer {settings.predictor_reload_token}"},
+        timeout=60,
+    )
+    deadline = time.monotonic() + 90
+    while {requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"] for _ in range(6)} != {
+        version
+    }:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the predictor did not pick up version {version}")
+        time.sleep(1)
+
+
+def monitor(airflow: AirflowAPI, minutes: int) -> dict:
+    run_id = airflow.trigger("monitoring", {"scenario": SCENARIO, "window_minutes": minutes})
+    state = airflow.wait("monitoring", run_id, timeout=300)
+    return {"state": state, **json.loads(airflow.xcom("monitoring", run_id, "monitor_window"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--traffic-seconds", type=int, default=45)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--batches", type=int, default=12, help="raw batches before, and again after, the drift")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    s3 = s3_client(settings)
+    airflow = AirflowAPI(settings)
+    window = max(1, -(-args.traffic_seconds // 60))  # whole minutes covering one traffic burst
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    drift_start = now - timedelta(hours=args.batches - 1)
+    concept = Drift("concept", drift_start, 1.0)
+
+    for step in ("training_pipeline", "monitoring"):
+        airflow.wait_for_dag(step)
+    before = batch_times(drift_start - timedelta(hours=args.batches), timedelta(hours=1), args.batches)
+    for when in before:
+        publish_batch(generate_batch(SCENARIO, 2024, when, 400), SCENARIO, when, s3, settings.raw_data_bucket)
+    say("1 seed data", f"{len(before)} batches of 400 houses in s3://{settings.raw_data_bucket}/{SCENARIO}/")
+
+    v1 = train(airflow, args.batches)
+    registry.set_model_card(v1, "Demo v1: house-price MLP trained before the market changed.", "demo")
+    registry.promote(v1, "staging", "demo", "demo v1", settings=settings)
+    registry.promote(v1, "production", "demo", "demo v1", settings=settings)
+    reload(settings, v1)
+    say("2 train, promote v1", f"version {v1} serves production")
+
+    sent = run_traffic(settings, s3, SCENARIO, args.rate, args.traffic_seconds, seed=1, actuals_delay=2)
+    healthy = monitor(airflow, window)
+    say(
+        "3 traffic",
+        f"{sent.answered} predictions; monitoring: decay={healthy['decay']}, "
+        f"MAE {healthy['mae'] or 0:,.0f}, drift share {healthy['drift_share'] or 0:.0%}",
+    )
+
+    after = batch_times(drift_start, timedelta(hours=1), args.batches)
+    for when in after:
+        publish_batch(
+            generate_batch(SCENARIO, 2025, when, 400, [concept]), SCENARIO, when, s3, settings.raw_data_bucket
+        )
+    drifted = run_traffic(
+        settings,
+        s3,
+        SCENARIO,
+        args.rate,
+        args.traffic_seconds,
+        seed=2,
+        actuals_delay=2,
+        clock_start=datetime.now(UTC),
+        drifts=[Drift("concept", now - timedelta(days=1), 1.0)],
+    )
+    say("4 drift injected", f"concept drift: {len(after)} new batches and {drifted.answered} requests")
+
+    decayed = monitor(airflow, window)
+    say("5 decay flagged", f"monitoring run {decayed['state']}: {'; '.join(decayed['reasons']) or 'no decay?'}")
+
+    v2 = train(airflow, args.batches)
+    say("6 retrain", f"version {v2} trained on the newest {args.batches} batches")
+
+    decision = challenge(settings, SCENARIO, minutes=window + 1, challenger=v2)
+    if decision["promoted"]:
+        reload(settings, v2)
+    say(
+        "7 challenger vs champion",
+        f"v{v2} MAE {decision.get('challenger_mae', 0):,.0f} vs v{decision['champion']} "
+        f"MAE {decision.get('champion_mae', 0):,.0f} on {decision['fresh_rows']} fresh labelled requests: "
+        f"{'promoted' if decision['promoted'] else 'kept the champion'}",
+    )
+
+    run_traffic(
+        settings,
+        s3,
+        SCENARIO,
+        args.rate,
+        args.traffic_seconds,
+        seed=3,
+        actuals_delay=2,
+        clock_start=datetime.now(UTC),
+        drifts=[Drift("concept", now - timedelta(days=1), 1.0)],
+    )
+    recovered = monitor(airflow, window)
+    say(
+        "8 monitoring recovers",
+        f"monitoring run {recovered['state']}: decay={recovered['decay']}, MAE {recovered['mae'] or 0:,.0f}",
+    )
+    ok = not healthy["decay"] and decayed["decay"] and decision["promoted"] and not recovered["decay"]
+    print(
+        json.dumps(
+            {
+                "ok": ok,
+                "v1": v1,
+                "v2": v2,
+                "healthy": healthy,
+                "decayed": decayed,
+                "decision": decision,
+                "recovered": recovered,
+            },
+            default=str,
+        )
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

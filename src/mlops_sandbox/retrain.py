@@ -1,0 +1,106 @@
+"""Retraining on decay (seed step 21): challenger against champion on fresh labelled data.
+
+By default a person retrains (trigger `training_pipeline`) and promotes. With the opt-in auto policy
+(`AUTO_RETRAIN=true`), the monitoring DAG triggers `training_pipeline` on decay and then calls
+`challenge`: the newest registered version (challenger) and the production version (champion) predict the
+recent requests whose actual outcome is known; the challenger is promoted only if its MAE is lower, through
+the same compliance checks as a person's promotion. The decision and its figures are recorded either way.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from mlops_sandbox import registry
+from mlops_sandbox.config import Settings
+from mlops_sandbox.monitor import load_actuals, load_predictions
+from mlops_sandbox.schema import get_schema
+from mlops_sandbox.storage import s3_client
+
+ACTOR = "auto-retrain-policy"
+
+
+def fresh_labelled(settings: Settings, scenario: str, minutes: float):
+    """Recent captured requests (their inputs) joined with the actuals known for them."""
+    client = s3_client(settings)
+    end = datetime.now(UTC)
+    start = end - timedelta(minutes=minutes)
+    window = load_predictions(client, settings.prediction_logs_bucket, get_schema(scenario), start, end)
+    actuals = load_actuals(client, settings.prediction_logs_bucket, scenario, start, end + timedelta(hours=1))
+    return window.predictions.merge(actuals, on="request_id", how="inner"), start, end
+
+
+def challenge(
+    settings: Settings, scenario: str, minutes: float = 30, min_rows: int = 30, challenger: str | None = None
+) -> dict:
+    """Challenger (default: the newest version) against champion (production) on fresh labelled data."""
+    import mlflow
+
+    from mlops_sandbox.tracking import use_tracking_server
+    from mlops_sandbox.train.models import model_input
+
+    schema = get_schema(scenario)
+    name = settings.model_name_for(scenario)
+    client = use_tracking_server(settings)
+    champion = registry.alias_version(client, name, registry.PRODUCTION)
+    versions = sorted((int(v.version) for v in client.search_model_versions(f"name='{name}'")), reverse=True)
+    if not versions:
+        raise ValueError(f"{name} has no registered version to challenge with")
+    challenger = str(challenger or versions[0])
+    rows, start, end = fresh_labelled(settings, scenario, minutes)
+    decision = {
+        "model_name": name,
+        "challenger": challenger,
+        "champion": champion,
+        "fresh_rows": int(len(rows)),
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if challenger == champion:
+        decision |= {"promoted": False, "why": "the newest version already serves production"}
+    elif len(rows) < min_rows:
+        decision |= {
+            "promoted": False,
+            "why": f"only {len(rows)} labelled requests in {minutes} minutes (need {min_rows})",
+        }
+    else:
+        features = model_input(rows, schema)
+        scores = {}
+        for label, version in (("challenger", challenger), ("champion", champion)):
+            if version is None:
+                continue
+            predictions = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(features)
+            scores[label] = float(np.mean(np.abs(np.asarray(predictions, dtype=float) - rows["actual"].to_numpy())))
+        decision |= {f"{k}_mae": v for k, v in scores.items()}
+        if champion is not None and scores["challenger"] >= scores["champion"]:
+            decision |= {"promoted": False, "why": "the challenger is not better on fresh labelled data"}
+        else:
+            reason = (
+                f"auto-retrain after decay: MAE {scores['challenger']:,.4g} vs champion "
+                f"{scores.get('champion', float('nan')):,.4g} on {len(rows)} fresh labelled requests"
+            )
+            registry.set_model_card(
+                challenger,
+                f"Retrained automatically after decay was flagged. {reason}.",
+                ACTOR,
+                name=name,
+                settings=settings,
+            )
+            try:
+                registry.promote(challenger, registry.STAGING, ACTOR, reason, name=name, settings=settings)
+                registry.promote(challenger, registry.PRODUCTION, ACTOR, reason, name=name, settings=settings)
+                decision |= {"promoted": True, "why": reason}
+            except registry.PromotionRefused as refused:
+                decision |= {"promoted": False, "why": f"compliance refused it: {refused}"}
+    s3 = s3_client(settings)
+    s3.put_object(
+        Bucket=settings.monitoring_bucket,
+        Key=f"{scenario}/decisions/{datetime.now(UTC):%Y%m%dT%H%M%SZ}-v{challenger}.json",
+        Body=json.dumps(decision, indent=2).encode(),
+        ContentType="application/json",
+    )
+    return decision
