@@ -7,7 +7,6 @@ silently.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,7 +117,3 @@ def validate(raw: pd.DataFrame, schema: Schema) -> ValidationResult:
         source = schema.id_column if extra == "record_id" else extra
         quarantined[extra] = frame.loc[quarantined["row"], source].to_numpy() if source in frame.columns else ""
     return ValidationResult(valid=valid, quarantined=quarantined)
-
-
-def quarantine_report_json(result: ValidationResult, run_id: str) -> str:
-    return json.dumps({"run_id": run_id, **result.report()}, indent=2)

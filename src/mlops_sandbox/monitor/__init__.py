@@ -8,7 +8,6 @@ applies the decay rule, and writes the figures. Reruns of a window overwrite its
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -201,12 +200,6 @@ def decay_report(current: pd.DataFrame, reasons: list[str], timestamp: datetime)
         metadata={"reasons": "; ".join(reasons)},
         name="decay alert",
     )
-
-
-def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
 
 
 def status_object(
