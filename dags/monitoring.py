@@ -38,6 +38,11 @@ from sandbox_containers import project_container
     params={
         "scenario": Param("house_prices", enum=["house_prices", "delivery_delay"]),
         "window_minutes": Param(5, type="integer", minimum=1, maximum=1440, description="window length"),
+        "auto_retrain": Param(
+            "env",
+            enum=["env", "on", "off"],
+            description="retrain on decay: as AUTO_RETRAIN says, or on/off for this run",
+        ),
     },
 )
 def monitoring():
@@ -63,9 +68,10 @@ def monitoring():
         return status
 
     @task.short_circuit
-    def auto_retrain_on(summary: str) -> bool:
-        """Only with AUTO_RETRAIN=true (opt-in), and only on decay."""
-        return json.loads(summary)["decay"] and os.environ.get("AUTO_RETRAIN", "false").lower() == "true"
+    def auto_retrain_on(summary: str, mode: str) -> bool:
+        """Only on decay, and only when opted in: AUTO_RETRAIN=true, or the run's param `auto_retrain=on`."""
+        enabled = mode == "on" or (mode == "env" and os.environ.get("AUTO_RETRAIN", "false").lower() == "true")
+        return bool(json.loads(summary)["decay"]) and enabled
 
     retrain = TriggerDagRunOperator(
         task_id="retrain",
@@ -76,10 +82,19 @@ def monitoring():
         failed_states=["failed"],
     )
     challenge = project_container(
-        "challenge", ["mlops-sandbox", "challenge", "--scenario={{ params.scenario }}"], retries=0
+        "challenge",
+        [
+            "mlops-sandbox",
+            "challenge",
+            "--scenario={{ params.scenario }}",
+            # fresh labelled data: the requests of the window that decayed
+            "--start={{ (dag_run.run_after - macros.timedelta(minutes=params.window_minutes)).isoformat() }}",
+            "--end={{ dag_run.run_after.isoformat() }}",
+        ],
+        retries=0,
     )
     flag_decay(window.output)
-    auto_retrain_on(window.output) >> retrain >> challenge
+    auto_retrain_on(window.output, "{{ params.auto_retrain }}") >> retrain >> challenge
 
 
 monitoring()

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         publish_batch(
             generate_batch(SCENARIO, 2025, when, 400, [concept]), SCENARIO, when, s3, settings.raw_data_bucket
         )
+    drifted_from = datetime.now(UTC)
     drifted = run_traffic(
         settings,
         s3,
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     v2 = train(airflow, args.batches)
     say("6 retrain", f"version {v2} trained on the newest {args.batches} batches")
 
-    decision = challenge(settings, SCENARIO, minutes=window + 1, challenger=v2)
+    decision = challenge(settings, SCENARIO, drifted_from, datetime.now(UTC), challenger=v2)
     if decision["promoted"]:
         reload(settings, v2)
     say(

@@ -120,7 +120,7 @@ def _monitor(args: argparse.Namespace) -> int:
 def _challenge(args: argparse.Namespace) -> int:
     from mlops_sandbox.retrain import challenge
 
-    return _emit(challenge(get_settings(), args.scenario, args.minutes, args.min_rows, args.challenger))
+    return _emit(challenge(get_settings(), args.scenario, args.start, args.end, args.min_rows, args.challenger))
 
 
 def _step(args: argparse.Namespace) -> int:
@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     chal = sub.add_parser("challenge", help="challenger vs champion on fresh labelled data; promote if better")
     chal.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
-    chal.add_argument("--minutes", type=float, default=30, help="how far back fresh labelled requests go")
+    chal.add_argument("--start", type=_time, help="fresh labelled requests from (default: end - 30 minutes)")
+    chal.add_argument("--end", type=_time, help="... until (default: now)")
     chal.add_argument("--min-rows", type=int, default=30)
     chal.add_argument("--challenger", help="version to challenge with (default: the newest)")
     chal.set_defaults(func=_challenge)

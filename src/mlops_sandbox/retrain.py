@@ -23,20 +23,24 @@ from mlops_sandbox.storage import s3_client
 ACTOR = "auto-retrain-policy"
 
 
-def fresh_labelled(settings: Settings, scenario: str, minutes: float):
-    """Recent captured requests (their inputs) joined with the actuals known for them."""
+def fresh_labelled(settings: Settings, scenario: str, start: datetime, end: datetime):
+    """Captured requests of [start, end) (their inputs) joined with the actuals known for them."""
     client = s3_client(settings)
-    end = datetime.now(UTC)
-    start = end - timedelta(minutes=minutes)
     window = load_predictions(client, settings.prediction_logs_bucket, get_schema(scenario), start, end)
     actuals = load_actuals(client, settings.prediction_logs_bucket, scenario, start, end + timedelta(hours=1))
     return window.predictions.merge(actuals, on="request_id", how="inner"), start, end
 
 
 def challenge(
-    settings: Settings, scenario: str, minutes: float = 30, min_rows: int = 30, challenger: str | None = None
+    settings: Settings,
+    scenario: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    min_rows: int = 30,
+    challenger: str | None = None,
 ) -> dict:
-    """Challenger (default: the newest version) against champion (production) on fresh labelled data."""
+    """Challenger (default: the newest version) against champion (production) on fresh labelled data: the
+    requests of [start, end) (default: the last 30 minutes) whose actual outcome is known."""
     import mlflow
 
     from mlops_sandbox.tracking import use_tracking_server
@@ -50,7 +54,9 @@ def challenge(
     if not versions:
         raise ValueError(f"{name} has no registered version to challenge with")
     challenger = str(challenger or versions[0])
-    rows, start, end = fresh_labelled(settings, scenario, minutes)
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(minutes=30)
+    rows, start, end = fresh_labelled(settings, scenario, start, end)
     decision = {
         "model_name": name,
         "challenger": challenger,
@@ -65,7 +71,7 @@ def challenge(
     elif len(rows) < min_rows:
         decision |= {
             "promoted": False,
-            "why": f"only {len(rows)} labelled requests in {minutes} minutes (need {min_rows})",
+            "why": f"only {len(rows)} labelled requests in the window (need {min_rows})",
         }
     else:
         features = model_input(rows, schema)

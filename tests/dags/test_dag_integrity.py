@@ -94,6 +94,8 @@ def test_flag_decay_fails_only_on_decay_and_auto_retrain_is_opt_in(dagbag, monke
     with pytest.raises(ValueError, match="DECAY: drift: 60%"):
         flag(decayed)
     monkeypatch.delenv("AUTO_RETRAIN", raising=False)
-    assert gate(decayed) is False
+    assert gate(decayed, "env") is False
+    assert gate(decayed, "on") is True and gate(healthy, "on") is False
     monkeypatch.setenv("AUTO_RETRAIN", "true")
-    assert gate(decayed) is True and gate(healthy) is False
+    assert gate(decayed, "env") is True and gate(healthy, "env") is False
+    assert gate(decayed, "off") is False
