@@ -23,7 +23,7 @@ from mlops_sandbox import registry
 from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.retrain import challenge
-from mlops_sandbox.simulate import Drift, batch_times, generate_batch, publish_batch
+from mlops_sandbox.simulate import Drift, batch_times, generate_batch, next_clock, publish_batch
 from mlops_sandbox.storage import s3_client
 from mlops_sandbox.traffic import run_traffic
 
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     airflow = AirflowAPI(settings)
     window = max(1, -(-args.traffic_seconds // 60))  # whole minutes covering one traffic burst
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    drift_start = now - timedelta(hours=args.batches - 1)
+    # the demo's batches come after any already in the bucket, so each training run takes exactly them
+    first = next_clock(s3, settings.raw_data_bucket, SCENARIO, now - timedelta(hours=2 * args.batches))
+    drift_start = first + timedelta(hours=args.batches)
     concept = Drift("concept", drift_start, 1.0)
 
     for step in ("training_pipeline", "monitoring"):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mlops_sandbox.registry import PRODUCTION, alias_version
-from mlops_sandbox.simulate import batch_times, generate_batch, publish_batch
+from mlops_sandbox.simulate import batch_times, generate_batch, next_clock, publish_batch
 from mlops_sandbox.storage import s3_client
 from mlops_sandbox.tracking import use_tracking_server
 from mlops_sandbox.traffic import run_traffic
@@ -28,7 +28,9 @@ def test_decay_retrains_and_promotes_a_better_challenger(settings, airflow):
     assert champion is not None, "the earlier e2e tests leave a production model"
     # The world goes back to the original market: 24 fresh raw batches (newer than any before) and traffic
     # from it. The champion was trained on concept-drifted prices (test_3_demo), so its errors grow.
-    later = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=30)
+    later = next_clock(
+        s3, settings.raw_data_bucket, SCENARIO, datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    )
     for when in batch_times(later, timedelta(hours=1), 24):
         publish_batch(generate_batch(SCENARIO, 31, when, 300), SCENARIO, when, s3, settings.raw_data_bucket)
     sent = run_traffic(settings, s3, SCENARIO, rate=10, duration=30, seed=32, actuals_delay=1)

@@ -87,3 +87,23 @@ def test_clock_and_keys():
         generate_batch("no_such_sector", 1, T0, 10)
     with pytest.raises(ValueError):
         generate_batch("house_prices", 1, datetime(2026, 1, 1), 10)  # naive time
+
+
+def test_next_clock_comes_after_the_newest_batch_in_the_bucket():
+    from mlops_sandbox.simulate import next_clock
+
+    class Bucket:
+        def __init__(self, keys):
+            self.keys = keys
+
+        def get_paginator(self, _):
+            return self
+
+        def paginate(self, Bucket, Prefix):  # noqa: N803 - boto3's names
+            yield {"Contents": [{"Key": k} for k in self.keys if k.startswith(Prefix)]}
+
+    keys = [batch_key("house_prices", T0 + timedelta(hours=h)) for h in (5, 1, 30)]
+    assert next_clock(Bucket(keys), "raw", "house_prices", T0) == T0 + timedelta(hours=31)
+    later = T0 + timedelta(days=10)
+    assert next_clock(Bucket(keys), "raw", "house_prices", later) == later
+    assert next_clock(Bucket([]), "raw", "house_prices", T0) == T0

@@ -11,6 +11,7 @@ from mlops_sandbox.simulate.generator import (
     batch_key,
     batch_times,
     generate_batch,
+    next_clock,
     parse_drift,
     publish_batch,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "batch_key",
     "batch_times",
     "generate_batch",
+    "next_clock",
     "parse_drift",
     "publish_batch",
 ]

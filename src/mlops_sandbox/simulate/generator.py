@@ -126,6 +126,19 @@ def batch_key(scenario: str, when: datetime) -> str:
     return f"{scenario}/date={when:%Y-%m-%d}/batch-{_stamp(when)}.csv"
 
 
+def next_clock(client, bucket: str, scenario: str, not_before: datetime) -> datetime:
+    """The first hour after the newest batch already in the bucket (or `not_before`, if later), so that new
+    batches are the newest ones a training run takes."""
+    from mlops_sandbox.ingest import list_batches
+
+    keys = list_batches(client, bucket, scenario)
+    if not keys:
+        return not_before
+    stamp = keys[-1].rsplit("batch-", 1)[-1].removesuffix(".csv")
+    newest = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return max(not_before, newest + timedelta(hours=1))
+
+
 def publish_batch(frame: pd.DataFrame, scenario: str, when: datetime, client, bucket: str) -> str:
     """Write a batch to the raw-data bucket as CSV (the same time always maps to the same key)."""
     key = batch_key(scenario, when)
