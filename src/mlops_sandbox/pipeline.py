@@ -8,7 +8,6 @@ Each step returns a small JSON-able summary, which the CLI prints as its last li
 from __future__ import annotations
 
 import io
-import json
 import re
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from mlops_sandbox.config import Settings
 from mlops_sandbox.features import preprocess
 from mlops_sandbox.ingest import list_batches, read_batches, validate
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.storage import s3_client
+from mlops_sandbox.storage import get_json, put_json, s3_client
 
 MAX_TAG_CHARS = 4500  # MLflow tag values are limited to 5,000 characters
 
@@ -47,14 +46,6 @@ def _get_parquet(client, bucket: str, key: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
-def _put_json(client, bucket: str, key: str, value: dict) -> None:
-    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(value, indent=2).encode(), ContentType="application/json")
-
-
-def _get_json(client, bucket: str, key: str) -> dict:
-    return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
 def ingest(settings: Settings, scenario: str, run_id: str, last_batches: int | None = None) -> dict:
     """Step 1 (seed step 14): read the scenario's raw batches (the newest `last_batches`, or all)."""
     get_schema(scenario)
@@ -64,7 +55,7 @@ def ingest(settings: Settings, scenario: str, run_id: str, last_batches: int | N
     prefix = run_prefix(scenario, run_id)
     _put_parquet(client, settings.pipeline_bucket, f"{prefix}/raw.parquet", raw)
     summary = {"step": "ingest", "batches": len(keys), "rows": len(raw), "raw_keys": keys}
-    _put_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json", summary)
+    put_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json", summary)
     return {k: v for k, v in summary.items() if k != "raw_keys"}
 
 
@@ -76,7 +67,7 @@ def validate_step(settings: Settings, scenario: str, run_id: str) -> dict:
     result = validate(_get_parquet(client, settings.pipeline_bucket, f"{prefix}/raw.parquet"), schema)
     report = result.report()
     _put_parquet(client, settings.pipeline_bucket, f"{prefix}/valid.parquet", result.valid)
-    _put_json(client, settings.pipeline_bucket, f"{prefix}/quarantine/report.json", {"run_id": run_id, **report})
+    put_json(client, settings.pipeline_bucket, f"{prefix}/quarantine/report.json", {"run_id": run_id, **report})
     buffer = io.StringIO()
     result.quarantined.to_csv(buffer, index=False)
     client.put_object(
@@ -106,7 +97,7 @@ def version_features(settings: Settings, scenario: str, run_id: str) -> dict:
         path = Path(tmp) / "features.parquet"
         client.download_file(settings.pipeline_bucket, f"{prefix}/features.parquet", str(path))
         data_version = versioning.push(path, settings, scenario)
-    _put_json(client, settings.pipeline_bucket, f"{prefix}/data_version.json", data_version.tags())
+    put_json(client, settings.pipeline_bucket, f"{prefix}/data_version.json", data_version.tags())
     return {"step": "version_features", **data_version.tags()}
 
 
@@ -143,9 +134,9 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
     client = s3_client(settings)
     prefix = run_prefix(scenario, run_id)
     data_version = versioning.DataVersion.from_tags(
-        _get_json(client, settings.pipeline_bucket, f"{prefix}/data_version.json")
+        get_json(client, settings.pipeline_bucket, f"{prefix}/data_version.json")
     )
-    raw_keys = _get_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json")["raw_keys"]
+    raw_keys = get_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json")["raw_keys"]
     table = fetch_features(settings, data_version)
     train_rows, test_rows = table[table["split"] == "train"], table[table["split"] == "test"]
     mlp_config = MLPConfig(epochs=epochs) if epochs else MLPConfig()
@@ -176,7 +167,7 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
         mlflow.log_dict({"raw_keys": raw_keys}, "lineage/raw_keys.json")
         info = log_model(model, test_rows.head(5))
     summary = {"step": "train", "mlflow_run_id": run.info.run_id, "model_uri": info.model_uri, **metrics}
-    _put_json(client, settings.pipeline_bucket, f"{prefix}/train.json", summary)
+    put_json(client, settings.pipeline_bucket, f"{prefix}/train.json", summary)
     return summary
 
 
@@ -191,7 +182,7 @@ def register(settings: Settings, scenario: str, run_id: str) -> dict:
 
     client = s3_client(settings)
     prefix = run_prefix(scenario, run_id)
-    trained = _get_json(client, settings.pipeline_bucket, f"{prefix}/train.json")
+    trained = get_json(client, settings.pipeline_bucket, f"{prefix}/train.json")
     tracking = use_tracking_server(settings)
     run = tracking.get_run(trained["mlflow_run_id"])
     model_name = settings.model_name_for(scenario)
@@ -207,5 +198,5 @@ def register(settings: Settings, scenario: str, run_id: str) -> dict:
         "version": str(version.version),
         "mlflow_run_id": trained["mlflow_run_id"],
     }
-    _put_json(client, settings.pipeline_bucket, f"{prefix}/register.json", summary)
+    put_json(client, settings.pipeline_bucket, f"{prefix}/register.json", summary)
     return summary

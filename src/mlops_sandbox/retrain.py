@@ -9,7 +9,6 @@ the same compliance checks as a person's promotion. The decision and its figures
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -18,7 +17,7 @@ from mlops_sandbox import registry
 from mlops_sandbox.config import Settings
 from mlops_sandbox.monitor import load_actuals, load_predictions
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.storage import s3_client
+from mlops_sandbox.storage import put_json, s3_client
 
 ACTOR = "auto-retrain-policy"
 
@@ -103,10 +102,10 @@ def challenge(
             except registry.PromotionRefused as refused:
                 decision |= {"promoted": False, "why": f"compliance refused it: {refused}"}
     s3 = s3_client(settings)
-    s3.put_object(
-        Bucket=settings.monitoring_bucket,
-        Key=f"{scenario}/decisions/{datetime.now(UTC):%Y%m%dT%H%M%SZ}-v{challenger}.json",
-        Body=json.dumps(decision, indent=2).encode(),
-        ContentType="application/json",
+    put_json(
+        s3,
+        settings.monitoring_bucket,
+        f"{scenario}/decisions/{datetime.now(UTC):%Y%m%dT%H%M%SZ}-v{challenger}.json",
+        decision,
     )
     return decision

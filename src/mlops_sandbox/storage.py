@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -79,3 +80,19 @@ def ensure_buckets(buckets: list[str], client=None, wait_seconds: float = 60.0) 
                 raise
         log.info("bucket %s: %s", bucket, result[bucket])
     return result
+
+
+def put_json(client, bucket: str, key: str, value: dict) -> None:
+    """Write `value` as a JSON object (non-JSON values such as datetimes as their str)."""
+    body = json.dumps(value, indent=2, default=str).encode()
+    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+
+
+def get_json(client, bucket: str, key: str, missing_ok: bool = False) -> dict | None:
+    """Read a JSON object; a missing key raises, or gives None with `missing_ok`."""
+    try:
+        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except client.exceptions.NoSuchKey:
+        if missing_ok:
+            return None
+        raise

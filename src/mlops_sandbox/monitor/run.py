@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from mlops_sandbox.monitor import (
     status_object,
 )
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.storage import s3_client
+from mlops_sandbox.storage import get_json, put_json, s3_client
 
 log = logging.getLogger(__name__)
 REFERENCE_CACHE = Path(tempfile.gettempdir()) / "mlops-sandbox-reference"
@@ -103,19 +102,6 @@ def evidently_project(settings: Settings, scenario: str):
     return workspace, project
 
 
-def _put_json(client, bucket: str, key: str, value: dict) -> None:
-    client.put_object(
-        Bucket=bucket, Key=key, Body=json.dumps(value, indent=2, default=str).encode(), ContentType="application/json"
-    )
-
-
-def _get_json(client, bucket: str, key: str) -> dict | None:
-    try:
-        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except client.exceptions.NoSuchKey:
-        return None
-
-
 def run_window(
     settings: Settings, scenario: str, start: datetime, end: datetime, rule: DecayRule | None = None
 ) -> dict:
@@ -134,7 +120,7 @@ def run_window(
     for item in window.quarantined:
         body = client.get_object(Bucket=settings.prediction_logs_bucket, Key=item["key"])["Body"].read()
         client.put_object(Bucket=bucket, Key=f"{scenario}/quarantine/{item['key']}", Body=body)
-        _put_json(client, bucket, f"{scenario}/quarantine/{item['key']}.reason.json", item)
+        put_json(client, bucket, f"{scenario}/quarantine/{item['key']}.reason.json", item)
         log.warning("quarantined %s: %s", item["key"], item["reason"])
     current = window.predictions
     actuals = load_actuals(
@@ -157,15 +143,15 @@ def run_window(
     )
     status = status_object(scenario, start, end, figures, reasons, model_info, window.quarantined, rule)
 
-    previous = _get_json(client, bucket, window_key(scenario, start)) or {}
+    previous = get_json(client, bucket, window_key(scenario, start), missing_ok=True) or {}
     status["evidently_snapshots"] = _replace_snapshots(settings, scenario, snapshots, previous)
-    _put_json(client, bucket, window_key(scenario, start), status)
-    latest = _get_json(client, bucket, f"{scenario}/status.json")
+    put_json(client, bucket, window_key(scenario, start), status)
+    latest = get_json(client, bucket, f"{scenario}/status.json", missing_ok=True)
     if latest is None or latest["window_end"] <= status["window_end"]:
-        _put_json(client, bucket, f"{scenario}/status.json", status)
+        put_json(client, bucket, f"{scenario}/status.json", status)
     alert_key = f"{scenario}/alerts/{start.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
     if reasons:
-        _put_json(client, bucket, alert_key, status)
+        put_json(client, bucket, alert_key, status)
     else:
         client.delete_object(Bucket=bucket, Key=alert_key)  # a rerun that finds no decay withdraws the alert
     return status
