@@ -259,13 +259,20 @@ def list_versions(name: str | None = None, settings: Settings | None = None) -> 
     settings = settings or get_settings()
     name = name or settings.model_name
     client = _client(settings)
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        return []
+    # search results carry no aliases (MLflow fills them only on single-version reads): take the model's map
+    aliases: dict[str, list[str]] = {}
+    for alias, version in sorted(client.get_registered_model(name).aliases.items()):
+        aliases.setdefault(str(version), []).append(alias)
     rows = []
-    for mv in client.search_model_versions(f"name='{name}'"):
+    for mv in versions:
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         rows.append(
             {
                 "version": str(mv.version),
-                "aliases": list(mv.aliases),
+                "aliases": aliases.get(str(mv.version), []),
                 "model_type": mv.tags.get("model_type"),
                 "test_rmse": metrics.get("test_rmse"),
                 "test_r2": metrics.get("test_r2"),
