@@ -18,8 +18,9 @@ The new version has no alias: a person writes its model card and promotes it
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag
+from datetime import timedelta
+
+from airflow.sdk import CronTriggerTimetable, Param, dag
 from sandbox_containers import project_container
 
 RUN = ["--scenario={{ params.scenario }}", "--run-id={{ run_id }}"]
@@ -32,8 +33,9 @@ def step(task_id: str, *extra: str):
 
 @dag(
     dag_id="training_pipeline",
-    schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # Daily at midnight UTC. No start date and run_immediately=0: unpausing the DAG (which triggering it from
+    # the UI or the API does) starts no scheduled run at once, only the run you asked for.
+    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

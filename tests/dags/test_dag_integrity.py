@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,9 @@ def test_training_pipeline_runs_the_seed_steps_in_order_in_project_containers(da
         assert task.task_type == "DockerOperator"
         assert task.command[:3] == ["mlops-sandbox", "pipeline", task.task_id.replace("_", "-")]
         assert "--run-id={{ run_id }}" in task.command
-    assert dag.schedule == "@daily"
+    # daily, and unpausing it (as a manual trigger does) starts no scheduled run on the spot
+    assert dag.timetable.expression == "0 0 * * *" and dag.start_date is None
+    assert dag.timetable.run_immediately == timedelta(0)
     assert set(dag.params) == {"scenario", "model_type", "last_batches", "epochs"}
     assert "--model-type={{ params.model_type }}" in dag.get_task("train").command
 
