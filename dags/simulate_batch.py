@@ -1,9 +1,10 @@
 """Drops simulated industry data into the raw-data bucket, on demand (seed step 22).
 
 Trigger it with params to land `batches` batches of `rows` records, one simulated `every` apart from
-`start` (default: the current hour). `drift` injects a scenario, as `KIND,START,STRENGTH`, for example
-`concept,2026-01-02T00:00Z,1.0` (KIND: covariate, concept or quality). The same seed and clock always give
-the same rows. The same thing from a shell: `docker compose run --rm cli simulate --batches 3`.
+`start` (default: the current hour; `next`: the hour after the newest batch already in the bucket).
+`drift` injects a scenario, as `KIND,START,STRENGTH`, for example `concept,2026-01-02T00:00Z,1.0` (KIND:
+covariate, concept or quality). The same seed and clock always give the same rows. The same thing from a
+shell: `docker compose run --rm cli simulate --batches 3`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from sandbox_containers import project_container
         "batches": Param(1, type="integer", minimum=1, maximum=500),
         "every": Param("1h", type="string", pattern=r"^[0-9]+[smhd]$"),
         "seed": Param(42, type="integer"),
-        "start": Param("", type="string", description="ISO 8601 time of the first batch; empty: this hour"),
+        "start": Param(
+            "", type="string", description="ISO 8601 time of the first batch; empty: this hour; next: after the newest"
+        ),
         "drift": Param("", type="string", description="KIND,START,STRENGTH or empty"),
     },
 )

@@ -107,3 +107,40 @@ def test_next_clock_comes_after_the_newest_batch_in_the_bucket():
     later = T0 + timedelta(days=10)
     assert next_clock(Bucket(keys), "raw", "house_prices", later) == later
     assert next_clock(Bucket([]), "raw", "house_prices", T0) == T0
+
+
+class PutBucket:
+    """list + put over a dict of objects."""
+
+    def __init__(self, keys=()):
+        self.objects = {k: b"" for k in keys}
+
+    def get_paginator(self, _):
+        return self
+
+    def paginate(self, Bucket, Prefix):  # noqa: N803 - boto3's names
+        yield {"Contents": [{"Key": k} for k in sorted(self.objects) if k.startswith(Prefix)]}
+
+    def put_object(self, Bucket, Key, Body, ContentType):  # noqa: N803
+        self.objects[Key] = Body
+
+
+def test_land_batches_next_places_new_batches_after_the_newest_and_never_overwrites():
+    from mlops_sandbox.simulate import land_batches
+
+    far = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=30)
+    bucket = PutBucket([batch_key("house_prices", far)])
+    keys = land_batches(bucket, "raw", "house_prices", 3, 5, start="next")
+    assert keys == [batch_key("house_prices", far + timedelta(hours=h)) for h in (1, 2, 3)]
+    assert len(bucket.objects) == 4
+    again = land_batches(bucket, "raw", "house_prices", 2, 5, start="next")
+    assert again[0] == batch_key("house_prices", far + timedelta(hours=4)) and len(bucket.objects) == 6
+
+
+def test_land_batches_refuses_a_start_that_is_neither_a_time_nor_next():
+    from mlops_sandbox.simulate import land_batches
+
+    with pytest.raises(ValueError, match="'next'"):
+        land_batches(PutBucket(), "raw", "house_prices", 1, 5, start="tomorrow")
+    with pytest.raises(ValueError, match="at least 1"):
+        land_batches(PutBucket(), "raw", "house_prices", 0, 5)

@@ -146,3 +146,32 @@ def publish_batch(frame: pd.DataFrame, scenario: str, when: datetime, client, bu
     frame.to_csv(buffer, index=False)
     client.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue().encode(), ContentType="text/csv")
     return key
+
+
+def land_batches(
+    client,
+    bucket: str,
+    scenario: str,
+    batches: int,
+    rows: int,
+    seed: int = 42,
+    start: datetime | str | None = None,
+    every: timedelta = timedelta(hours=1),
+    drifts: Sequence[Drift] = (),
+) -> list[str]:
+    """Generate `batches` batches of `rows` records, `every` apart on the simulated clock, into the bucket.
+
+    `start`: the first batch's time; None for this hour; `"next"` for the hour after the newest batch
+    already in the bucket (so a training run on the newest batches takes exactly these). Returns the keys.
+    """
+    if batches < 1 or rows < 1:
+        raise ValueError("batches and rows must be at least 1")
+    this_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    if start == "next":
+        start = next_clock(client, bucket, scenario, this_hour)
+    elif isinstance(start, str):
+        raise ValueError(f"start must be a time or 'next', got {start!r}")
+    return [
+        publish_batch(generate_batch(scenario, seed, when, rows, drifts), scenario, when, client, bucket)
+        for when in batch_times(start or this_hour, every, batches)
+    ]
