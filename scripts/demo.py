@@ -17,11 +17,9 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-import requests
-
-from mlops_sandbox import registry
+from mlops_sandbox import loop
 from mlops_sandbox.airflow_api import AirflowAPI
-from mlops_sandbox.config import Settings, get_settings
+from mlops_sandbox.config import get_settings
 from mlops_sandbox.retrain import challenge
 from mlops_sandbox.simulate import Drift, batch_times, generate_batch, next_clock, publish_batch
 from mlops_sandbox.storage import s3_client
@@ -33,36 +31,6 @@ T0 = time.monotonic()
 
 def say(step: str, text: str) -> None:
     print(f"[{time.monotonic() - T0:6.0f} s] {step:<22} {text}", flush=True)
-
-
-def train(airflow: AirflowAPI, last_batches: int) -> str:
-    run_id = airflow.trigger(
-        "training_pipeline", {"scenario": SCENARIO, "model_type": "mlp", "last_batches": last_batches}
-    )
-    if airflow.wait("training_pipeline", run_id, timeout=900) != "success":
-        raise RuntimeError(f"training_pipeline {run_id} failed: {airflow.task_states('training_pipeline', run_id)}")
-    return json.loads(airflow.xcom("training_pipeline", run_id, "register"))["version"]
-
-
-def reload(settings: Settings, version: str) -> None:
-    requests.post(
-        f"{settings.predictor_url}/reload",
-        headers={"Authorization": f"Bearer {settings.predictor_reload_token}"},
-        timeout=60,
-    )
-    deadline = time.monotonic() + 90
-    while {requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"] for _ in range(6)} != {
-        version
-    }:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the predictor did not pick up version {version}")
-        time.sleep(1)
-
-
-def monitor(airflow: AirflowAPI, minutes: int) -> dict:
-    run_id = airflow.trigger("monitoring", {"scenario": SCENARIO, "window_minutes": minutes})
-    state = airflow.wait("monitoring", run_id, timeout=300)
-    return {"state": state, **json.loads(airflow.xcom("monitoring", run_id, "monitor_window"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,15 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         publish_batch(generate_batch(SCENARIO, 2024, when, 400), SCENARIO, when, s3, settings.raw_data_bucket)
     say("1 seed data", f"{len(before)} batches of 400 houses in s3://{settings.raw_data_bucket}/{SCENARIO}/")
 
-    v1 = train(airflow, args.batches)
-    registry.set_model_card(v1, "Demo v1: house-price MLP trained before the market changed.", "demo")
-    registry.promote(v1, "staging", "demo", "demo v1", settings=settings)
-    registry.promote(v1, "production", "demo", "demo v1", settings=settings)
-    reload(settings, v1)
+    v1 = loop.run_training(airflow, SCENARIO, "mlp", args.batches)
+    loop.promote_to_production(
+        settings, v1, "demo", "demo v1", "Demo v1: house-price MLP trained before the market changed."
+    )
+    loop.wait_until_serving(settings, v1)
     say("2 train, promote v1", f"version {v1} serves production")
 
     sent = run_traffic(settings, s3, SCENARIO, args.rate, args.traffic_seconds, seed=1, actuals_delay=2)
-    healthy = monitor(airflow, window)
+    healthy = loop.run_monitoring(airflow, SCENARIO, window)
     say(
         "3 traffic",
         f"{sent.answered} predictions; monitoring: decay={healthy['decay']}, "
@@ -122,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     say("4 drift injected", f"concept drift: {len(after)} new batches and {drifted.answered} requests")
 
-    decayed = monitor(airflow, window)
+    decayed = loop.run_monitoring(airflow, SCENARIO, window)
     say("5 decay flagged", f"monitoring run {decayed['state']}: {'; '.join(decayed['reasons']) or 'no decay?'}")
 
-    v2 = train(airflow, args.batches)
+    v2 = loop.run_training(airflow, SCENARIO, "mlp", args.batches)
     say("6 retrain", f"version {v2} trained on the newest {args.batches} batches")
 
     decision = challenge(settings, SCENARIO, drifted_from, datetime.now(UTC), challenger=v2)
     if decision["promoted"]:
-        reload(settings, v2)
+        loop.wait_until_serving(settings, v2)
     say(
         "7 challenger vs champion",
         f"v{v2} MAE {decision.get('challenger_mae', 0):,.0f} vs v{decision['champion']} "
@@ -149,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         clock_start=datetime.now(UTC),
         drifts=[Drift("concept", now - timedelta(days=1), 1.0)],
     )
-    recovered = monitor(airflow, window)
+    recovered = loop.run_monitoring(airflow, SCENARIO, window)
     say(
         "8 monitoring recovers",
         f"monitoring run {recovered['state']}: decay={recovered['decay']}, MAE {recovered['mae'] or 0:,.0f}",

@@ -1,0 +1,79 @@
+"""Drive the running loop from outside, as a person at the dashboards would: run the training DAG, promote,
+wait until the prediction service serves a version, run the monitoring DAG.
+
+`make demo`, the workshop's `skip-to` and the notebooks call these; each step is the library or DAG the
+stack runs anyway, started through Airflow's REST API and the prediction service's HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+from mlops_sandbox import registry
+from mlops_sandbox.airflow_api import AirflowAPI
+from mlops_sandbox.config import Settings
+
+
+def run_training(
+    airflow: AirflowAPI, scenario: str, model_type: str = "mlp", last_batches: int | None = None, timeout: float = 900
+) -> str:
+    """Trigger `training_pipeline`, wait for it, and return the version it registered.
+
+    Raises:
+        RuntimeError: the run failed; the message names each task's state.
+    """
+    conf: dict = {"scenario": scenario, "model_type": model_type}
+    if last_batches:
+        conf["last_batches"] = last_batches
+    airflow.wait_for_dag("training_pipeline")
+    run_id = airflow.trigger("training_pipeline", conf)
+    if airflow.wait("training_pipeline", run_id, timeout=timeout) != "success":
+        raise RuntimeError(f"training_pipeline {run_id} failed: {airflow.task_states('training_pipeline', run_id)}")
+    return json.loads(airflow.xcom("training_pipeline", run_id, "register"))["version"]
+
+
+def run_monitoring(airflow: AirflowAPI, scenario: str, window_minutes: int, timeout: float = 300) -> dict:
+    """Trigger the `monitoring` DAG on the last `window_minutes` and wait. Returns the run's state
+    (`failed` when `flag_decay` flagged decay) with the window's summary (decay, reasons, figures)."""
+    airflow.wait_for_dag("monitoring")
+    run_id = airflow.trigger("monitoring", {"scenario": scenario, "window_minutes": window_minutes})
+    state = airflow.wait("monitoring", run_id, timeout=timeout)
+    return {"state": state, "run_id": run_id, **json.loads(airflow.xcom("monitoring", run_id, "monitor_window"))}
+
+
+def promote_to_production(settings: Settings, version: str, actor: str, reason: str, model_card: str) -> None:
+    """Model card, then staging, then production: the human steps of seed steps 4-7, in one call."""
+    registry.set_model_card(version, model_card, actor, settings=settings)
+    registry.promote(version, registry.STAGING, actor, reason, settings=settings)
+    registry.promote(version, registry.PRODUCTION, actor, reason, settings=settings)
+
+
+def served_version(settings: Settings) -> str | None:
+    """The version the prediction service answers with now (None: no production model loaded)."""
+    return requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"]
+
+
+def wait_until_serving(settings: Settings, version: str, timeout: float = 120, reload: bool = True) -> None:
+    """Until every worker of the prediction service answers with `version`.
+
+    With `reload` (and a reload token set) it asks the service to look the alias up now; otherwise it waits
+    for the service's next poll of the registry (MODEL_POLL_SECONDS).
+
+    Raises:
+        TimeoutError: `version` is still not served after `timeout` seconds.
+    """
+    if reload and settings.predictor_reload_token:
+        requests.post(
+            f"{settings.predictor_url}/reload",
+            headers={"Authorization": f"Bearer {settings.predictor_reload_token}"},
+            timeout=60,
+        )
+    deadline = time.monotonic() + timeout
+    # several workers answer in turn: ask a few times so that each has been seen with the version
+    while {served_version(settings) for _ in range(6)} != {str(version)}:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the prediction service did not pick up version {version} in {timeout:.0f} s")
+        time.sleep(1)
