@@ -63,22 +63,37 @@ def _drift(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _start(text: str):
+    return "next" if text.strip() == "next" else _time(text)
+
+
 def _simulate(args: argparse.Namespace) -> int:
-    from mlops_sandbox.simulate import batch_times, generate_batch, publish_batch
+    from mlops_sandbox.simulate import batch_times, generate_batch, land_batches
     from mlops_sandbox.storage import s3_client
 
     settings = get_settings()
-    start = args.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    client = s3_client(settings)
-    keys = []
-    for when in batch_times(start, args.every, args.batches):
-        frame = generate_batch(args.scenario, args.seed, when, args.rows, [d for d in args.drift if d])
-        if args.out:
+    drifts = [d for d in args.drift if d]
+    if args.out:
+        if args.start == "next":
+            raise ValueError("--start next needs the bucket; give a time with --out")
+        start = args.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        keys = []
+        for when in batch_times(start, args.every, args.batches):
             path = f"{args.out}/{args.scenario}-{when:%Y%m%dT%H%M%SZ}.csv"
-            frame.to_csv(path, index=False)
+            generate_batch(args.scenario, args.seed, when, args.rows, drifts).to_csv(path, index=False)
             keys.append(path)
-        else:
-            keys.append(publish_batch(frame, args.scenario, when, client, settings.raw_data_bucket))
+    else:
+        keys = land_batches(
+            s3_client(settings),
+            settings.raw_data_bucket,
+            args.scenario,
+            args.batches,
+            args.rows,
+            args.seed,
+            args.start,
+            args.every,
+            drifts,
+        )
     return _emit({"scenario": args.scenario, "rows_per_batch": args.rows, "batches": keys})
 
 
@@ -118,9 +133,16 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _challenge(args: argparse.Namespace) -> int:
-    from mlops_sandbox.retrain import challenge
+    from mlops_sandbox.retrain import challenge, last_alert
+    from mlops_sandbox.simulate.generator import parse_time
 
-    return _emit(challenge(get_settings(), args.scenario, args.start, args.end, args.min_rows, args.challenger))
+    settings = get_settings()
+    start = args.start
+    if args.since_alert:
+        if start is not None:
+            raise ValueError("give --start or --since-alert, not both")
+        start = parse_time(last_alert(settings, args.scenario)["window_start"])
+    return _emit(challenge(settings, args.scenario, start, args.end, args.min_rows, args.challenger))
 
 
 def _step(args: argparse.Namespace) -> int:
@@ -163,6 +185,57 @@ def _model(args: argparse.Namespace) -> int:
     return _emit({"version": str(args.version), "alias": args.to, "promoted": True})
 
 
+def _workshop(args: argparse.Namespace) -> int:
+    from mlops_sandbox import workshop
+
+    if args.action == "list":
+        for item in workshop.EXERCISES:
+            notebook = f"  notebooks/{item.notebook}.ipynb" if item.notebook else ""
+            print(f"{item.number}. {item.title}  (starts from: {item.starts_from}){notebook}")
+        return 0
+    return _emit(workshop.prepare(args.step, force=args.force, say=lambda text: print(text, flush=True)))
+
+
+def _dag(args: argparse.Namespace) -> int:
+    from mlops_sandbox.airflow_api import AirflowAPI
+
+    conf = json.loads(args.conf)
+    if not isinstance(conf, dict):
+        raise ValueError("--conf must be a JSON object of the DAG's params")
+    airflow = AirflowAPI()
+    airflow.wait_for_dag(args.dag_id)
+    run_id = airflow.trigger(args.dag_id, conf)
+    if not args.wait:
+        return _emit({"dag_id": args.dag_id, "run_id": run_id, "state": "queued"})
+    state = airflow.wait(args.dag_id, run_id, timeout=args.timeout)
+    print(
+        json.dumps(
+            {
+                "dag_id": args.dag_id,
+                "run_id": run_id,
+                "state": state,
+                **{"tasks": airflow.task_states(args.dag_id, run_id)},
+            }
+        )
+    )
+    return 0 if state == "success" else 1
+
+
+def _notebook(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mlops_sandbox import notebooks
+
+    if args.action == "strip":
+        for path in args.paths:
+            print(f"{'stripped' if notebooks.strip(path) else 'clean   '} {path}")
+        return 0
+    for path in args.paths:
+        save_to = Path(args.save_to) / Path(path).name if args.save_to else None
+        print(json.dumps(notebooks.execute(path, args.timeout, save_to)), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlops_sandbox.schema import SCHEMAS
 
@@ -174,7 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="generate simulated industry batches into the raw-data bucket")
     sim.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
     sim.add_argument("--seed", type=int, default=42)
-    sim.add_argument("--start", type=_time, help="simulated time of the first batch (ISO 8601; default: this hour)")
+    sim.add_argument(
+        "--start",
+        type=_start,
+        help="simulated time of the first batch (ISO 8601; default: this hour; "
+        "'next': the hour after the newest batch in the bucket)",
+    )
     sim.add_argument("--every", type=_duration, default=timedelta(hours=1), help="clock step, e.g. 1h")
     sim.add_argument("--batches", type=int, default=1)
     sim.add_argument("--rows", type=int, default=500)
@@ -209,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     chal.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
     chal.add_argument("--start", type=_time, help="fresh labelled requests from (default: end - 30 minutes)")
     chal.add_argument("--end", type=_time, help="... until (default: now)")
+    chal.add_argument(
+        "--since-alert", action="store_true", help="from the start of the newest window that flagged decay"
+    )
     chal.add_argument("--min-rows", type=int, default=30)
     chal.add_argument("--challenger", help="version to challenge with (default: the newest)")
     chal.set_defaults(func=_challenge)
@@ -241,6 +322,30 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--by", required=True)
     rollback.add_argument("--reason", required=True)
     model.set_defaults(func=_model)
+
+    shop = sub.add_parser("workshop", help="the workshop's exercises; prepare a fresh stack for one of them")
+    shop_actions = shop.add_subparsers(dest="action", required=True)
+    shop_actions.add_parser("list", help="the exercises and the state each starts from")
+    prepare = shop_actions.add_parser(
+        "prepare", help="bring a fresh stack to the start of exercise STEP (make skip-to STEP=N resets first)"
+    )
+    prepare.add_argument("step", type=int)
+    prepare.add_argument("--force", action="store_true", help="even if the stack is not fresh")
+    shop.set_defaults(func=_workshop)
+
+    dag = sub.add_parser("trigger", help="trigger an Airflow DAG run with params, and wait for it")
+    dag.add_argument("dag_id")
+    dag.add_argument("--conf", default="{}", help="the run's params as JSON, e.g. '{\"batches\": 12}'")
+    dag.add_argument("--wait", action="store_true", help="wait for the run; exit 1 if it fails")
+    dag.add_argument("--timeout", type=float, default=900, help="seconds to wait")
+    dag.set_defaults(func=_dag)
+
+    book = sub.add_parser("notebook", help="run notebooks headless, or strip their outputs")
+    book.add_argument("action", choices=["run", "strip"])
+    book.add_argument("paths", nargs="+")
+    book.add_argument("--timeout", type=int, default=900, help="run: seconds one cell may take")
+    book.add_argument("--save-to", help="run: keep the executed copies in this folder")
+    book.set_defaults(func=_notebook)
     return parser
 
 

@@ -17,9 +17,26 @@ from mlops_sandbox import registry
 from mlops_sandbox.config import Settings
 from mlops_sandbox.monitor import load_actuals, load_predictions
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.storage import put_json, s3_client
+from mlops_sandbox.storage import get_json, put_json, s3_client
 
 ACTOR = "auto-retrain-policy"
+
+
+def last_alert(settings: Settings, scenario: str) -> dict:
+    """The status of the newest monitoring window that flagged decay (`monitoring/<scenario>/alerts/`).
+
+    Raises:
+        LookupError: no window has flagged decay yet.
+    """
+    client = s3_client(settings)
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.monitoring_bucket, Prefix=f"{scenario}/alerts/"
+    ):
+        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+    if not keys:
+        raise LookupError(f"no monitoring window of {scenario} has flagged decay yet")
+    return get_json(client, settings.monitoring_bucket, max(keys))  # keys are named by window start
 
 
 def fresh_labelled(settings: Settings, scenario: str, start: datetime, end: datetime):

@@ -157,6 +157,23 @@ def run_window(
     return status
 
 
+def project_snapshots(settings: Settings, scenario: str) -> list[dict]:
+    """The snapshots in the scenario's Evidently project, oldest first: id, time, kind (tags) and metadata.
+
+    Read from the UI server's REST API: evidently 0.7's RemoteWorkspace cannot list runs yet.
+    """
+    import requests
+
+    _, project = evidently_project(settings, scenario)
+    resp = requests.get(f"{settings.evidently_url}/api/projects/{project.id}/snapshots", timeout=30)
+    resp.raise_for_status()
+    rows = [
+        {"id": s["id"], "timestamp": s["timestamp"], "kind": ",".join(s.get("tags") or []), **(s.get("metadata") or {})}
+        for s in resp.json()
+    ]
+    return sorted(rows, key=lambda r: r["timestamp"])
+
+
 def _replace_snapshots(settings: Settings, scenario: str, snapshots: list, previous: dict) -> list[str]:
     """Put this window's snapshots in the Evidently project, in place of those of an earlier run of it."""
     if not snapshots and not previous.get("evidently_snapshots"):
