@@ -133,6 +133,9 @@ def test_predictor_openapi_and_swagger_ui(settings):
     assert {"/predict", "/health", "/model", "/reload"} <= set(spec["paths"])
     docs = requests.get(f"{settings.predictor_url}/docs", timeout=30)
     assert docs.status_code == 200 and "swagger-ui" in docs.text
+    # offline: the page's script comes from the service itself
+    bundle = requests.get(f"{settings.predictor_url}/docs-assets/swagger-ui-bundle.js", timeout=30)
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
 
 
 def test_predictor_without_a_production_model_answers_503(settings):

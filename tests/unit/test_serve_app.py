@@ -154,3 +154,13 @@ def test_openapi_documents_every_route_and_the_record_fields():
         assert {"/predict", "/health", "/model", "/reload"} <= set(spec["paths"])
         record = spec["components"]["schemas"]["HousePricesRecord"]
         assert set(record["required"]) == set(HOUSE_PRICES.feature_names)
+
+
+def test_swagger_ui_and_redoc_load_their_assets_from_the_service_not_a_cdn():
+    client = _client(NoRegistry("house-prices", "http://unused"))
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page)
+        assert html.status_code == 200 and f"/docs-assets/{asset}" in html.text
+        assert "https://" not in html.text  # nothing from the internet: no CDN, no web fonts
+        js = client.get(f"/docs-assets/{asset}")
+        assert js.status_code == 200 and len(js.content) > 100_000

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Header, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from mlops_sandbox import __version__
@@ -86,6 +88,33 @@ def s3_capture(settings: Settings) -> PredictionCapture:
     )
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc from assets in the image, so they work with no internet."""
+    import fastapi_offline
+
+    app.mount("/docs-assets", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), "docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     production: ProductionModel | None = None,
@@ -136,7 +165,10 @@ def create_app(
             f"(scenario `{schema.name}`). Send one record, or a list of up to {settings.predictor_max_batch}."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: FastAPI's default pages load them from a CDN
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.production = production
     app.state.capture = capture
     app.add_exception_handler(RequestValidationError, validation_error)
