@@ -8,9 +8,11 @@ VENV_AIRFLOW := .venv-airflow
 COMPOSE := docker compose
 # Set to PyTorch's CPU wheel index to keep pip from taking the multi-GB CUDA build (see .env.example).
 TORCH_INDEX_URL ?=
+EXERCISES := 7# the workshop's exercises (mlops_sandbox.workshop.EXERCISES)
 PIP_TORCH := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 
-.PHONY: help up down ps logs build test test-unit test-dags test-stack lint lock bench-stack bench-predictor demo nuke
+.PHONY: help up down ps logs build test test-unit test-dags test-stack lint lock bench-stack bench-predictor demo nuke \
+	reset skip-to notebooks strip-notebooks screenshots
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,6 +25,21 @@ down: ## stop the stack (data volumes are kept)
 
 nuke: ## stop the stack and delete its data volumes (images are kept)
 	$(COMPOSE) down -v --remove-orphans
+
+reset: ## back to a clean stack: delete every data volume, start again (the built images are kept)
+	$(COMPOSE) down -v --remove-orphans
+	$(COMPOSE) up -d --wait
+
+skip-to: ## STEP=N: a fresh stack in the state at the start of workshop exercise N (docs/workshop.md)
+	@case "$(STEP)" in [1-$(EXERCISES)]) ;; *) echo "usage: make skip-to STEP=N, N from 1 to $(EXERCISES) (docs/workshop.md)"; exit 2;; esac
+	$(MAKE) --no-print-directory reset
+	$(COMPOSE) run --rm cli workshop prepare $(STEP)
+
+notebooks: ## run every notebook headless in the jupyter service, against the running stack
+	$(COMPOSE) exec -T jupyter mlops-sandbox notebook run $(addprefix /home/sandbox/work/,$(sort $(wildcard notebooks/*.ipynb)))
+
+strip-notebooks: $(VENV)/.installed ## remove outputs from notebooks/*.ipynb before a commit
+	$(VENV)/bin/mlops-sandbox notebook strip notebooks/*.ipynb
 
 ps: ## show the services and their health
 	$(COMPOSE) ps
@@ -54,8 +71,8 @@ test-unit: $(VENV)/.installed ## library tests on tiny data; no Docker
 test-dags: $(VENV_AIRFLOW)/.installed ## every DAG imports and has its expected tasks (Airflow venv)
 	AIRFLOW_HOME=$(CURDIR)/$(VENV_AIRFLOW)/airflow-home $(VENV_AIRFLOW)/bin/pytest tests/dags -m dags -p no:cacheprovider
 
-test-stack: $(VENV)/.installed ## brings up a fresh stack (project mlops-sandbox-test), tests each service and the loop, removes it
-	$(VENV)/bin/pytest tests/stack tests/e2e -m "stack or e2e"
+test-stack: $(VENV)/.installed ## brings up a fresh stack (project mlops-sandbox-test), tests each service, the loop and the workshop, removes it
+	$(VENV)/bin/pytest tests/stack tests/e2e tests/workshop -m "stack or e2e or workshop"
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check src tests dags scripts
@@ -63,6 +80,10 @@ lint: $(VENV)/.installed ## ruff
 
 lock: ## regenerate both dependency locks inside python:3.11-slim-bookworm
 	scripts/lock.sh
+
+screenshots: $(VENV)/.installed ## docs/img/*.png of each dashboard with headless Chromium (apt install chromium)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[docs]'
+	$(VENV)/bin/python scripts/screenshots.py
 
 bench-stack: $(VENV)/.installed ## measure `up --wait` time, idle memory and image sizes
 	$(VENV)/bin/python scripts/bench_stack.py

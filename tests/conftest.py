@@ -92,3 +92,19 @@ def airflow(settings):
 @pytest.fixture(scope="session")
 def airflow_token(airflow) -> str:
     return airflow.token()
+
+
+@pytest.fixture(scope="session")
+def make(docker_services):
+    """Run `make ARGS` on the stack under test (its compose project); returns the completed process."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", "--no-print-directory", *args],
+            env=os.environ | {"COMPOSE_PROJECT_NAME": PROJECT},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+
+    return run

@@ -1,0 +1,92 @@
+"""The workshop's structure: exercises, notebooks, docs and `make skip-to` agree with each other."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mlops_sandbox import cli, notebooks, workshop
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_exercises_are_numbered_one_to_n_and_makefile_knows_n():
+    assert [e.number for e in workshop.EXERCISES] == list(range(1, len(workshop.EXERCISES) + 1))
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^EXERCISES := (\d+)", makefile, re.M).group(1) == str(len(workshop.EXERCISES))
+
+
+def test_an_unknown_exercise_is_refused_with_the_range():
+    with pytest.raises(ValueError, match="exercises 1 to 7"):
+        workshop.exercise(8)
+    assert cli.main(["workshop", "prepare", "0"]) == 2
+
+
+def test_every_notebook_belongs_to_an_exercise_in_order():
+    named = [f"{e.notebook}.ipynb" for e in workshop.EXERCISES if e.notebook]
+    assert [p.name for p in NOTEBOOKS] == named
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+
+
+def test_workshop_doc_has_each_exercise_with_goal_steps_and_expected_result():
+    doc = (ROOT / "docs" / "workshop.md").read_text()
+    sections = re.split(r"^## ", doc, flags=re.M)
+    for item in workshop.EXERCISES:
+        matching = [s for s in sections if s.startswith(f"Exercise {item.number}: {item.title}")]
+        assert len(matching) == 1, f"docs/workshop.md has no section 'Exercise {item.number}: {item.title}'"
+        body = matching[0]
+        for part in ("**Goal**", "**Do**", "**You should see**", f"make skip-to STEP={item.number}"):
+            assert part in body, f"exercise {item.number} lacks {part}"
+        if item.notebook:
+            assert f"notebooks/{item.notebook}.ipynb" in body
+
+
+def test_every_screenshot_the_doc_shows_is_in_the_repo():
+    doc = (ROOT / "docs" / "workshop.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc)
+    assert images, "the workshop shows no screenshot"
+    for image in images:
+        assert (ROOT / "docs" / image).is_file(), image
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_stripped_and_use_the_library(path):
+    notebook = json.loads(path.read_text())
+    assert not notebooks.has_outputs(notebook), f"run `make strip-notebooks`: {path.name} carries outputs"
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "from mlops_sandbox" in code
+
+
+def test_strip_removes_outputs_and_counts(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    cell = new_code_cell("1 + 1", execution_count=3, outputs=[new_output("execute_result", {"text/plain": "2"})])
+    path = tmp_path / "n.ipynb"
+    nbformat.write(new_notebook(cells=[cell]), path)
+    assert notebooks.strip(path) is True
+    assert not notebooks.has_outputs(json.loads(path.read_text()))
+    assert notebooks.strip(path) is False
+
+
+def test_prepare_refuses_a_stack_that_already_holds_data(monkeypatch):
+    monkeypatch.setattr(workshop, "s3_client", lambda settings: None)
+    monkeypatch.setattr(workshop, "list_batches", lambda client, bucket, scenario: ["house_prices/batch.csv"])
+    with pytest.raises(ValueError, match="fresh stack"):
+        workshop.prepare(4)
+
+
+def test_prepare_runs_what_the_earlier_exercises_leave_behind_in_order(monkeypatch):
+    monkeypatch.setattr(workshop, "s3_client", lambda settings: None)
+    monkeypatch.setattr(workshop, "list_batches", lambda client, bucket, scenario: [])
+    monkeypatch.setattr(workshop, "AirflowAPI", lambda settings: None)
+    done = []
+    monkeypatch.setattr(workshop, "AFTER", {n: (lambda s, sc, a, st, n=n: done.append(n)) for n in workshop.AFTER})
+    state = workshop.prepare(5, say=lambda _: None)
+    assert done == [2, 3, 4] and state["exercise"] == 5
+    done.clear()
+    workshop.prepare(2, say=lambda _: None)
+    assert done == []

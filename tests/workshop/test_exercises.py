@@ -1,0 +1,165 @@
+"""Each workshop exercise (docs/workshop.md), from its `make skip-to STEP=N`: the stack is in the state the
+exercise starts from, the exercise's commands and notebook run, and the attendee sees what the doc says.
+
+They reset the stack they run on, so they run after tests/stack and tests/e2e (make test-stack).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import requests
+
+from mlops_sandbox import registry, workshop
+from mlops_sandbox.ingest import list_batches
+from mlops_sandbox.retrain import last_alert
+from mlops_sandbox.storage import get_json, s3_client
+from mlops_sandbox.tracking import use_tracking_server
+
+pytestmark = pytest.mark.workshop
+SCENARIO = "house_prices"
+
+
+def _ok(process: subprocess.CompletedProcess) -> str:
+    assert process.returncode == 0, f"exit {process.returncode}\n{process.stdout[-6000:]}\n{process.stderr[-6000:]}"
+    return process.stdout
+
+
+@pytest.fixture
+def skip_to(make):
+    def run(step: int) -> str:
+        return _ok(make("skip-to", f"STEP={step}"))
+
+    return run
+
+
+@pytest.fixture
+def cli(compose):
+    """`docker compose run --rm cli ARGS`, as the doc has attendees type it; returns stdout."""
+    return lambda *args: _ok(compose("run", "--rm", "cli", *args, check=False))
+
+
+@pytest.fixture
+def notebook(compose):
+    def run(name: str) -> str:
+        path = f"/home/sandbox/work/notebooks/{name}.ipynb"
+        return _ok(compose("exec", "-T", "jupyter", "mlops-sandbox", "notebook", "run", path, check=False))
+
+    return run
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _versions(settings) -> list[dict]:
+    return registry.list_versions(settings=settings)
+
+
+def test_make_skip_to_refuses_a_step_that_is_not_an_exercise(make):
+    process = make("skip-to", "STEP=99")
+    assert process.returncode != 0 and "N from 1 to 7" in process.stdout + process.stderr
+
+
+def test_exercise_1_tour(skip_to, cli, settings):
+    skip_to(1)
+    report = cli("check-stack")
+    assert "FAIL" not in report and "ok   mlflow" in report
+    # every dashboard of the table answers, and nothing has run yet
+    for url in (
+        f"{settings.airflow_url}/",
+        f"{settings.mlflow_tracking_uri}/",
+        f"{settings.predictor_url}/docs",
+        f"{settings.evidently_url}/",
+        f"{settings.jupyter_url}/lab?token={settings.jupyter_token}",
+    ):
+        assert requests.get(url, timeout=30).status_code == 200, url
+    assert requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_loaded"] is False
+    assert list_batches(s3_client(settings), settings.raw_data_bucket, SCENARIO) == []
+
+
+def test_exercise_2_land_and_explore(skip_to, cli, notebook, settings):
+    skip_to(2)
+    run = _last_json(cli("trigger", "simulate_batch", "--conf", '{"batches": 12, "rows": 400}', "--wait"))
+    assert run["state"] == "success"
+    keys = list_batches(s3_client(settings), settings.raw_data_bucket, SCENARIO)
+    assert len(keys) == workshop.SEED_BATCHES
+    assert '"code_cells"' in notebook("01-explore-data")
+
+
+def test_exercise_3_train_and_develop(skip_to, cli, notebook, settings):
+    skip_to(3)
+    assert len(list_batches(s3_client(settings), settings.raw_data_bucket, SCENARIO)) == workshop.SEED_BATCHES
+    assert _versions(settings) == []
+    run = _last_json(cli("trigger", "training_pipeline", "--conf", '{"last_batches": 12}', "--wait"))
+    assert run["state"] == "success" and set(run["tasks"].values()) == {"success"}
+    versions = _versions(settings)
+    assert [(v["version"], v["aliases"]) for v in versions] == [("1", [])]
+    notebook("02-develop-model")
+    client = use_tracking_server(settings)
+    experiment = client.get_experiment_by_name(f"notebooks-{SCENARIO}")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.info.run_name for r in runs} == {"linear", "mlp-small", "mlp-default"}
+    assert all(
+        r.data.metrics["test_rmse"] > 0 and r.data.tags["dvc_data_version"] == versions[0]["data_version"] for r in runs
+    )
+
+
+def test_exercise_4_register_and_promote(skip_to, notebook, settings):
+    skip_to(4)
+    assert [(v["version"], v["aliases"], v["has_model_card"]) for v in _versions(settings)] == [("1", [], False)]
+    notebook("03-register-and-promote")
+    (version,) = _versions(settings)
+    assert sorted(version["aliases"]) == ["production", "staging"] and version["has_model_card"]
+    tags = use_tracking_server(settings).get_model_version(settings.model_name, "1").tags
+    assert "metric:test_r2" in tags["production.refused_because"]
+    assert tags["production.promoted_by"] == "attendee"
+    assert requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"] == "1"
+
+
+def test_exercise_5_call_the_prediction_service(skip_to, cli, notebook, settings):
+    skip_to(5)
+    assert requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"] == "1"
+    notebook("04-call-the-prediction-service")
+    report = _last_json(cli("traffic", "--duration", "30", "--actuals-delay", "2"))
+    assert report["answered"] >= 250 and report["failed"] == 0 and report["refused"] == 0
+    assert report["actuals_published"] == report["answered"]
+
+
+def test_exercise_6_monitoring_and_drift(skip_to, cli, notebook, settings):
+    skip_to(6)
+    run = _last_json(cli("trigger", "monitoring", "--conf", '{"window_minutes": 15}', "--wait"))
+    assert run["state"] == "success" and run["tasks"]["flag_decay"] == "success"
+    s3 = s3_client(settings)
+    healthy = get_json(s3, settings.monitoring_bucket, f"{SCENARIO}/status.json")
+    assert healthy["decay"] is False and healthy["figures"]["rows"] >= 250
+    notebook("05-monitoring-and-drift")
+    decayed = get_json(s3, settings.monitoring_bucket, f"{SCENARIO}/status.json")
+    assert decayed["decay"] is True and any("MAE" in reason for reason in decayed["reasons"])
+    assert decayed["window_end"] > healthy["window_end"]
+    assert last_alert(settings, SCENARIO)["window_start"] == decayed["window_start"]
+
+
+def test_exercise_7_retrain_and_recover(skip_to, cli, settings):
+    skip_to(7)
+    assert last_alert(settings, SCENARIO)["decay"] is True
+    landed = _last_json(
+        cli("simulate", "--start", "next", "--batches", "12", "--rows", "400", "--drift", workshop.CONCEPT_DRIFT)
+    )
+    assert len(landed["batches"]) == 12
+    run = _last_json(cli("trigger", "training_pipeline", "--conf", '{"last_batches": 12}', "--wait"))
+    assert run["state"] == "success"
+    assert [v["version"] for v in _versions(settings)] == ["2", "1"]
+    decision = _last_json(cli("challenge", "--since-alert"))
+    assert decision["challenger"] == "2" and decision["champion"] == "1" and decision["promoted"] is True
+    assert decision["challenger_mae"] < decision["champion_mae"]
+    versions = {v["version"]: v["aliases"] for v in _versions(settings)}
+    assert sorted(versions["2"]) == ["production", "staging"] and versions["1"] == []
+    from mlops_sandbox.loop import wait_until_serving
+
+    wait_until_serving(settings, "2", timeout=90, reload=False)  # the service's own poll of the alias
+    cli("traffic", "--duration", "30", "--actuals-delay", "2", "--seed", "3", "--drift", workshop.CONCEPT_DRIFT)
+    recovered = _last_json(cli("trigger", "monitoring", "--conf", '{"window_minutes": 1}', "--wait"))
+    assert recovered["state"] == "success" and recovered["tasks"]["flag_decay"] == "success"
