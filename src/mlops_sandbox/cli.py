@@ -142,7 +142,7 @@ def _challenge(args: argparse.Namespace) -> int:
         if start is not None:
             raise ValueError("give --start or --since-alert, not both")
         start = parse_time(last_alert(settings, args.scenario)["window_start"])
-    return _emit(challenge(settings, args.scenario, start, args.end, args.min_rows, args.challenger))
+    return _emit(challenge(settings, args.scenario, start, args.end, args.min_rows, args.challenger, args.by))
 
 
 def _step(args: argparse.Namespace) -> int:
@@ -196,7 +196,7 @@ def _workshop(args: argparse.Namespace) -> int:
     return _emit(workshop.prepare(args.step, force=args.force, say=lambda text: print(text, flush=True)))
 
 
-def _dag(args: argparse.Namespace) -> int:
+def _trigger(args: argparse.Namespace) -> int:
     from mlops_sandbox.airflow_api import AirflowAPI
 
     conf = json.loads(args.conf)
@@ -208,16 +208,7 @@ def _dag(args: argparse.Namespace) -> int:
     if not args.wait:
         return _emit({"dag_id": args.dag_id, "run_id": run_id, "state": "queued"})
     state = airflow.wait(args.dag_id, run_id, timeout=args.timeout)
-    print(
-        json.dumps(
-            {
-                "dag_id": args.dag_id,
-                "run_id": run_id,
-                "state": state,
-                **{"tasks": airflow.task_states(args.dag_id, run_id)},
-            }
-        )
-    )
+    _emit({"dag_id": args.dag_id, "run_id": run_id, "state": state, "tasks": airflow.task_states(args.dag_id, run_id)})
     return 0 if state == "success" else 1
 
 
@@ -290,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     chal.add_argument(
         "--since-alert", action="store_true", help="from the start of the newest window that flagged decay"
     )
+    chal.add_argument("--by", default="auto-retrain-policy", help="who promotes, if the challenger wins")
     chal.add_argument("--min-rows", type=int, default=30)
     chal.add_argument("--challenger", help="version to challenge with (default: the newest)")
     chal.set_defaults(func=_challenge)
@@ -333,12 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="even if the stack is not fresh")
     shop.set_defaults(func=_workshop)
 
-    dag = sub.add_parser("trigger", help="trigger an Airflow DAG run with params, and wait for it")
-    dag.add_argument("dag_id")
-    dag.add_argument("--conf", default="{}", help="the run's params as JSON, e.g. '{\"batches\": 12}'")
-    dag.add_argument("--wait", action="store_true", help="wait for the run; exit 1 if it fails")
-    dag.add_argument("--timeout", type=float, default=900, help="seconds to wait")
-    dag.set_defaults(func=_dag)
+    trigger = sub.add_parser("trigger", help="trigger an Airflow DAG run with params, and wait for it")
+    trigger.add_argument("dag_id")
+    trigger.add_argument("--conf", default="{}", help="the run's params as JSON, e.g. '{\"batches\": 12}'")
+    trigger.add_argument("--wait", action="store_true", help="wait for the run; exit 1 if it fails")
+    trigger.add_argument("--timeout", type=float, default=900, help="seconds to wait")
+    trigger.set_defaults(func=_trigger)
 
     book = sub.add_parser("notebook", help="run notebooks headless, or strip their outputs")
     book.add_argument("action", choices=["run", "strip"])

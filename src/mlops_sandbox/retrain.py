@@ -54,9 +54,11 @@ def challenge(
     end: datetime | None = None,
     min_rows: int = 30,
     challenger: str | None = None,
+    actor: str = ACTOR,
 ) -> dict:
     """Challenger (default: the newest version) against champion (production) on fresh labelled data: the
-    requests of [start, end) (default: the last 30 minutes) whose actual outcome is known."""
+    requests of [start, end) (default: the last 30 minutes) whose actual outcome is known. `actor` is
+    recorded as who promoted it (the auto-retrain policy, or the person who ran it)."""
     import mlflow
 
     from mlops_sandbox.tracking import use_tracking_server
@@ -102,19 +104,19 @@ def challenge(
             decision |= {"promoted": False, "why": "the challenger is not better on fresh labelled data"}
         else:
             reason = (
-                f"auto-retrain after decay: MAE {scores['challenger']:,.4g} vs champion "
+                f"challenger beat the champion after decay: MAE {scores['challenger']:,.4g} vs "
                 f"{scores.get('champion', float('nan')):,.4g} on {len(rows)} fresh labelled requests"
             )
             registry.set_model_card(
                 challenger,
-                f"Retrained automatically after decay was flagged. {reason}.",
-                ACTOR,
+                f"Retrained after decay was flagged; promoted by {actor} because the {reason}.",
+                actor,
                 name=name,
                 settings=settings,
             )
             try:
-                registry.promote(challenger, registry.STAGING, ACTOR, reason, name=name, settings=settings)
-                registry.promote(challenger, registry.PRODUCTION, ACTOR, reason, name=name, settings=settings)
+                registry.promote(challenger, registry.STAGING, actor, reason, name=name, settings=settings)
+                registry.promote(challenger, registry.PRODUCTION, actor, reason, name=name, settings=settings)
                 decision |= {"promoted": True, "why": reason}
             except registry.PromotionRefused as refused:
                 decision |= {"promoted": False, "why": f"compliance refused it: {refused}"}

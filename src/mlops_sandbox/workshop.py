@@ -132,7 +132,7 @@ def _drift_and_decay(settings: Settings, scenario: str, airflow: AirflowAPI, sta
         raise RuntimeError(f"concept drift was not flagged: {state['decayed_run']}")
 
 
-# What finishing exercise N leaves behind (exercises 1 and 2's notebook change nothing later ones need).
+# What exercise N leaves behind that later exercises need (exercise 1 leaves nothing).
 AFTER: dict[int, Callable[[Settings, str, AirflowAPI, dict], None]] = {
     2: _land_seed_data,
     3: _train_v1,

@@ -152,11 +152,13 @@ def test_exercise_7_retrain_and_recover(skip_to, cli, settings):
     run = _last_json(cli("trigger", "training_pipeline", "--conf", '{"last_batches": 12}', "--wait"))
     assert run["state"] == "success"
     assert [v["version"] for v in _versions(settings)] == ["2", "1"]
-    decision = _last_json(cli("challenge", "--since-alert"))
+    decision = _last_json(cli("challenge", "--since-alert", "--by", "attendee"))
     assert decision["challenger"] == "2" and decision["champion"] == "1" and decision["promoted"] is True
     assert decision["challenger_mae"] < decision["champion_mae"]
     versions = {v["version"]: v["aliases"] for v in _versions(settings)}
     assert sorted(versions["2"]) == ["production", "staging"] and versions["1"] == []
+    tags = use_tracking_server(settings).get_model_version(settings.model_name, "2").tags
+    assert tags["production.promoted_by"] == "attendee" and tags["previous_production_version"] == "1"
     from mlops_sandbox.loop import wait_until_serving
 
     wait_until_serving(settings, "2", timeout=90, reload=False)  # the service's own poll of the alias
