@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     model_poll_seconds: float = 30.0
     predictor_reload_token: str = "mlops-sandbox-reload"
     predictor_max_batch: int = 10_000
+    predictor_workers: int = 2  # the service's worker processes (uvicorn --workers); /health reports it
     # Prediction capture (mlops_sandbox.serve.capture).
     capture_enabled: bool = True
     capture_batch_records: int = 1000

@@ -52,18 +52,20 @@ def promote_to_production(settings: Settings, version: str, actor: str, reason: 
 
 
 def served_version(settings: Settings) -> str | None:
-    """The version the prediction service answers with now (None: no production model loaded)."""
+    """The version the worker that answers serves now (None: no production model loaded)."""
     return requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"]
 
 
 def wait_until_serving(settings: Settings, version: str, timeout: float = 120, reload: bool = True) -> None:
-    """Until every worker of the prediction service answers with `version`.
+    """Until every worker process of the prediction service answers with `version`.
 
-    With `reload` (and a reload token set) it asks the service to look the alias up now; otherwise it waits
-    for the service's next poll of the registry (MODEL_POLL_SECONDS).
+    Each worker loads the model on its own, and a request reaches whichever worker accepts it, so this
+    asks `/health` (which names its worker and how many there are) until it has heard every worker answer
+    with `version`. With `reload` (and a reload token set) it first asks the service to look the alias up
+    now; otherwise it waits for the workers' next poll of the registry (MODEL_POLL_SECONDS).
 
     Raises:
-        TimeoutError: `version` is still not served after `timeout` seconds.
+        TimeoutError: `version` is still not served by every worker after `timeout` seconds.
     """
     if reload and settings.predictor_reload_token:
         requests.post(
@@ -72,8 +74,17 @@ def wait_until_serving(settings: Settings, version: str, timeout: float = 120, r
             timeout=60,
         )
     deadline = time.monotonic() + timeout
-    # several workers answer in turn: ask a few times so that each has been seen with the version
-    while {served_version(settings) for _ in range(6)} != {str(version)}:
+    latest: dict[int, str | None] = {}  # worker pid -> the version it answered with last
+    while True:
+        health = requests.get(f"{settings.predictor_url}/health", timeout=10).json()
+        latest[health["worker"]] = health["model_version"]
+        if len(latest) > health["workers"]:  # a worker was replaced: forget the ones heard before
+            latest = {health["worker"]: health["model_version"]}
+        if len(latest) >= health["workers"] and set(latest.values()) == {str(version)}:
+            return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the prediction service did not pick up version {version} in {timeout:.0f} s")
-        time.sleep(1)
+            raise TimeoutError(
+                f"the prediction service did not serve version {version} on all {health['workers']} workers "
+                f"in {timeout:.0f} s (last answers by worker: {latest})"
+            )
+        time.sleep(0.2)

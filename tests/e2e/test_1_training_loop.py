@@ -5,13 +5,13 @@ simulate -> training_pipeline DAG -> registered version with lineage -> human pr
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 import requests
 
 from mlops_sandbox import registry
+from mlops_sandbox.loop import wait_until_serving
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.simulate import generate_batch
 from mlops_sandbox.simulate.generator import parse_time
@@ -38,18 +38,8 @@ def _train(airflow, model_type: str) -> str:
 
 def _serving(settings, version: str, timeout: float = 90) -> dict:
     """Ask the service to reload, then wait until every worker answers with `version`."""
-    requests.post(
-        f"{settings.predictor_url}/reload",
-        headers={"Authorization": f"Bearer {settings.predictor_reload_token}"},
-        timeout=60,
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = {requests.get(f"{settings.predictor_url}/health", timeout=30).json()["model_version"] for _ in range(6)}
-        if seen == {version}:
-            return requests.get(f"{settings.predictor_url}/model", timeout=30).json()
-        assert time.monotonic() < deadline, f"predictor serves {seen}, expected {version}"
-        time.sleep(1)
+    wait_until_serving(settings, version, timeout)
+    return requests.get(f"{settings.predictor_url}/model", timeout=30).json()
 
 
 @pytest.fixture(scope="module")

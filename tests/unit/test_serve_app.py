@@ -78,6 +78,7 @@ def test_without_a_production_model_predict_answers_503_and_health_says_why():
         health = client.get("/health").json()
         assert health["model_loaded"] is False
         assert "production" in health["detail"]
+        assert health["worker"] > 0 and health["workers"] == 2  # which process answered, of how many
         resp = client.post("/predict", json=RECORD)
         assert resp.status_code == 503
         assert "No production model yet" in resp.json()["detail"]

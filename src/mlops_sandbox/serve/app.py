@@ -46,6 +46,10 @@ class Health(BaseModel):
     model_name: str
     model_version: str | None
     detail: str | None
+    # Each worker process loads the model on its own: which one answered, and how many there are, so that a
+    # client can wait until every worker serves a new version.
+    worker: int
+    workers: int
 
 
 def _json_safe(value: Any) -> Any:
@@ -183,6 +187,8 @@ def create_app(
             model_name=settings.model_name,
             model_version=current.version if current else None,
             detail=production.last_error,
+            worker=os.getpid(),
+            workers=settings.predictor_workers,
         )
 
     @app.post("/predict", response_model=PredictResponse)
