@@ -17,7 +17,7 @@ from mlops_sandbox import registry
 from mlops_sandbox.config import Settings
 from mlops_sandbox.monitor import load_actuals, load_predictions
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.storage import get_json, put_json, s3_client
+from mlops_sandbox.storage import get_json, list_keys, put_json, s3_client
 
 ACTOR = "auto-retrain-policy"
 
@@ -29,11 +29,7 @@ def last_alert(settings: Settings, scenario: str) -> dict:
         LookupError: no window has flagged decay yet.
     """
     client = s3_client(settings)
-    keys: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.monitoring_bucket, Prefix=f"{scenario}/alerts/"
-    ):
-        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+    keys = [k for k in list_keys(client, settings.monitoring_bucket, f"{scenario}/alerts/") if k.endswith(".json")]
     if not keys:
         raise LookupError(f"no monitoring window of {scenario} has flagged decay yet")
     return get_json(client, settings.monitoring_bucket, max(keys))  # keys are named by window start

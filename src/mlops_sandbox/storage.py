@@ -82,6 +82,14 @@ def ensure_buckets(buckets: list[str], client=None, wait_seconds: float = 60.0) 
     return result
 
 
+def list_keys(client, bucket: str, prefix: str) -> list[str]:
+    """Every key under `prefix`, sorted (all pages of the listing)."""
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
 def put_json(client, bucket: str, key: str, value: dict) -> None:
     """Write `value` as a JSON object (non-JSON values such as datetimes as their str)."""
     body = json.dumps(value, indent=2, default=str).encode()

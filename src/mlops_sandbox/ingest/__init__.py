@@ -13,15 +13,13 @@ import numpy as np
 import pandas as pd
 
 from mlops_sandbox.schema import Schema
+from mlops_sandbox.storage import list_keys
 
 
 def list_batches(client, bucket: str, scenario: str, until: str | None = None, last: int | None = None) -> list[str]:
     """Keys of the scenario's raw CSV batches, oldest first; `until` (a batch key) bounds them, `last` keeps
     only the newest N."""
-    keys: list[str] = []
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=f"{scenario}/"):
-        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".csv")]
+    keys = [k for k in list_keys(client, bucket, f"{scenario}/") if k.endswith(".csv")]
     keys.sort(key=lambda k: k.rsplit("/", 1)[-1])  # batch-<UTC stamp>.csv sorts by time
     if until is not None:
         keys = [k for k in keys if k.rsplit("/", 1)[-1] <= until.rsplit("/", 1)[-1]]

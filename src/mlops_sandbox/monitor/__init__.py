@@ -17,6 +17,7 @@ import pandas as pd
 
 from mlops_sandbox.schema import Schema
 from mlops_sandbox.serve.capture import log_prefix
+from mlops_sandbox.storage import list_keys
 
 PREDICTION_FIELDS = ("request_id", "row", "timestamp", "model_name", "model_version", "inputs", "prediction")
 
@@ -68,12 +69,7 @@ def hour_prefixes(scenario: str, kind: str, start: datetime, end: datetime) -> l
 
 
 def _keys(client, bucket: str, prefixes: list[str]) -> list[str]:
-    keys = []
-    paginator = client.get_paginator("list_objects_v2")
-    for prefix in prefixes:
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(keys)
+    return sorted(key for prefix in prefixes for key in list_keys(client, bucket, prefix))
 
 
 def parse_prediction_log(body: bytes, schema: Schema) -> pd.DataFrame:
