@@ -51,11 +51,6 @@ def promote_to_production(settings: Settings, version: str, actor: str, reason: 
     registry.promote(version, registry.PRODUCTION, actor, reason, settings=settings)
 
 
-def served_version(settings: Settings) -> str | None:
-    """The version the worker that answers serves now (None: no production model loaded)."""
-    return requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"]
-
-
 def wait_until_serving(settings: Settings, version: str, timeout: float = 120, reload: bool = True) -> None:
     """Until every worker process of the prediction service answers with `version`.
 

@@ -15,7 +15,7 @@ from mlops_sandbox import loop
 from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.ingest import list_batches
-from mlops_sandbox.simulate import Drift, land_batches
+from mlops_sandbox.simulate import land_batches, parse_drift
 from mlops_sandbox.storage import s3_client
 from mlops_sandbox.traffic import run_traffic
 
@@ -83,12 +83,6 @@ def exercise(number: int) -> Exercise:
     raise ValueError(f"no exercise {number}: the workshop has exercises 1 to {len(EXERCISES)}")
 
 
-def concept_drift() -> Drift:
-    from mlops_sandbox.simulate import parse_drift
-
-    return parse_drift(CONCEPT_DRIFT)
-
-
 def send_traffic(settings: Settings, scenario: str, seed: int, drifted: bool):
     """One burst of requests (exercise 5's traffic; with `drifted`, exercise 6's concept drift)."""
     return run_traffic(
@@ -98,8 +92,7 @@ def send_traffic(settings: Settings, scenario: str, seed: int, drifted: bool):
         TRAFFIC_RATE,
         TRAFFIC_SECONDS,
         seed=seed,
-        clock_start=datetime.now(UTC).replace(microsecond=0),
-        drifts=[concept_drift()] if drifted else [],
+        drifts=[parse_drift(CONCEPT_DRIFT)] if drifted else [],
         actuals_delay=ACTUALS_DELAY,
     )
 
