@@ -21,7 +21,7 @@ from mlops_sandbox import loop
 from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import get_settings
 from mlops_sandbox.retrain import challenge
-from mlops_sandbox.simulate import Drift, batch_times, generate_batch, next_clock, publish_batch
+from mlops_sandbox.simulate import Drift, land_batches, next_clock
 from mlops_sandbox.storage import s3_client
 from mlops_sandbox.traffic import run_traffic
 
@@ -31,6 +31,13 @@ T0 = time.monotonic()
 
 def say(step: str, text: str) -> None:
     print(f"[{time.monotonic() - T0:6.0f} s] {step:<22} {text}", flush=True)
+
+
+def drifted_traffic(settings, s3, args, seed: int, drift: Drift):
+    """One burst of requests from the changed market."""
+    return run_traffic(
+        settings, s3, SCENARIO, args.rate, args.traffic_seconds, seed=seed, actuals_delay=2, drifts=[drift]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for step in ("training_pipeline", "monitoring"):
         airflow.wait_for_dag(step)
-    before = batch_times(drift_start - timedelta(hours=args.batches), timedelta(hours=1), args.batches)
-    for when in before:
-        publish_batch(generate_batch(SCENARIO, 2024, when, 400), SCENARIO, when, s3, settings.raw_data_bucket)
+    before = land_batches(s3, settings.raw_data_bucket, SCENARIO, args.batches, 400, 2024, first)
     say("1 seed data", f"{len(before)} batches of 400 houses in s3://{settings.raw_data_bucket}/{SCENARIO}/")
 
     v1 = loop.run_training(airflow, SCENARIO, "mlp", args.batches)
@@ -71,23 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         f"MAE {healthy['mae'] or 0:,.0f}, drift share {healthy['drift_share'] or 0:.0%}",
     )
 
-    after = batch_times(drift_start, timedelta(hours=1), args.batches)
-    for when in after:
-        publish_batch(
-            generate_batch(SCENARIO, 2025, when, 400, [concept]), SCENARIO, when, s3, settings.raw_data_bucket
-        )
+    after = land_batches(s3, settings.raw_data_bucket, SCENARIO, args.batches, 400, 2025, drift_start, drifts=[concept])
     drifted_from = datetime.now(UTC)
-    drifted = run_traffic(
-        settings,
-        s3,
-        SCENARIO,
-        args.rate,
-        args.traffic_seconds,
-        seed=2,
-        actuals_delay=2,
-        clock_start=datetime.now(UTC),
-        drifts=[Drift("concept", now - timedelta(days=1), 1.0)],
-    )
+    market_changed = Drift("concept", now - timedelta(days=1), 1.0)
+    drifted = drifted_traffic(settings, s3, args, 2, market_changed)
     say("4 drift injected", f"concept drift: {len(after)} new batches and {drifted.answered} requests")
 
     decayed = loop.run_monitoring(airflow, SCENARIO, window)
@@ -106,17 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'promoted' if decision['promoted'] else 'kept the champion'}",
     )
 
-    run_traffic(
-        settings,
-        s3,
-        SCENARIO,
-        args.rate,
-        args.traffic_seconds,
-        seed=3,
-        actuals_delay=2,
-        clock_start=datetime.now(UTC),
-        drifts=[Drift("concept", now - timedelta(days=1), 1.0)],
-    )
+    drifted_traffic(settings, s3, args, 3, market_changed)
     recovered = loop.run_monitoring(airflow, SCENARIO, window)
     say(
         "8 monitoring recovers",
