@@ -57,6 +57,7 @@ def monitoring():
             "--end={{ dag_run.run_after.isoformat() }}",
         ],
         retries=0,
+        do_xcom_push=True,  # its summary line is read below (a pod pushes XCom only when asked)
     )
 
     @task(retries=0)

@@ -1,15 +1,23 @@
-"""How the DAGs run ML steps: as containers of the project image on the compose network (seed step 13).
+"""How the DAGs run ML steps: each step is a `mlops-sandbox ...` command in a fresh container of the project
+image (seed step 13). Airflow's own interpreter never imports the ML libraries.
 
-Airflow's own interpreter never imports the ML libraries. Each step is a `mlops-sandbox ...` command run by
-DockerOperator through the scheduler's Docker socket; on a cluster the same step maps to a
-KubernetesPodOperator.
+`PIPELINE_RUNNER` in the scheduler's environment chooses how the container runs:
+- `docker` (the default; compose): a DockerOperator through the scheduler's Docker socket, on the stack's
+  network. The S3 keys go in as private environment, never rendered in the Airflow UI.
+- `kubernetes` (deploy/): a KubernetesPodOperator, one pod per step in the scheduler's namespace, with the same
+  image, command and public environment. The S3 keys are not in the task at all: the pod reads them from the
+  Kubernetes Secret `PIPELINE_SECRET_NAME`. The pod runs as the image's non-root user on a read-only root
+  filesystem, with empty scratch folders where the steps write; a failed pod is kept for a look.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airflow.providers.docker.operators.docker import DockerOperator
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
 
 # Settings the project containers need, forwarded from the scheduler's environment (compose sets them).
 PUBLIC_ENV_KEYS = (
@@ -33,22 +41,42 @@ PUBLIC_ENV_KEYS = (
     "PROMOTION_MAX_MAPE",
     "PROMOTION_TOLERANCE",
 )
-# Passed as private_environment: never rendered in the Airflow UI.
-SECRET_ENV_KEYS = ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
+# The S3 keys, by the key that holds each in the Kubernetes Secret (the MinIO root user, as in .env).
+SECRET_ENV_SOURCE_KEYS = {"S3_ACCESS_KEY_ID": "MINIO_ROOT_USER", "S3_SECRET_ACCESS_KEY": "MINIO_ROOT_PASSWORD"}
+SECRET_ENV_KEYS = tuple(SECRET_ENV_SOURCE_KEYS)
 
 DEFAULT_PROJECT_IMAGE = "mlops-sandbox/project:0.1.0"
 DEFAULT_NETWORK = "mlops-sandbox"
+DEFAULT_RUNNER = "docker"
+
+DEFAULT_NAMESPACE = "mlops-sandbox"
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_SECRET_NAME = "mlops-sandbox-secrets"
+DEFAULT_SERVICE_ACCOUNT = "mlops-pipeline-step"
+# One step pod. The cluster budget in the docs counts one step pod at a time at these limits.
+STEP_POD_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
+SANDBOX_UID = 1000  # the image's `sandbox` user (services/project/Dockerfile)
+# Where the steps write, as empty folders over the read-only root filesystem: /tmp for tempfile (the DVC
+# repositories of versioning.py, pipeline.py's and MLflow's temporary files, the monitor's reference cache),
+# $HOME (the working directory; caches of DVC, matplotlib and torch), /var/tmp for DVC's site cache.
+SCRATCH_DIRS = {"tmp": "/tmp", "home": "/home/sandbox", "var-tmp": "/var/tmp"}
+STEP_POD_LABELS = {"app.kubernetes.io/part-of": "mlops-sandbox", "app.kubernetes.io/component": "pipeline-step"}
 
 
 def _env(keys: tuple[str, ...]) -> dict[str, str]:
     return {key: os.environ[key] for key in keys if key in os.environ}
 
 
-def project_container(task_id: str, command: list[str], **kwargs) -> DockerOperator:
-    """A task that runs `command` in a fresh project-image container attached to the stack's network."""
+def _project_image() -> str:
+    return os.environ.get("PROJECT_IMAGE", DEFAULT_PROJECT_IMAGE)
+
+
+def _docker_container(task_id: str, command: list[str], **kwargs) -> BaseOperator:
+    from airflow.providers.docker.operators.docker import DockerOperator
+
     return DockerOperator(
         task_id=task_id,
-        image=os.environ.get("PROJECT_IMAGE", DEFAULT_PROJECT_IMAGE),
+        image=_project_image(),
         command=command,
         network_mode=os.environ.get("STACK_NETWORK", DEFAULT_NETWORK),
         environment=_env(PUBLIC_ENV_KEYS),
@@ -57,3 +85,70 @@ def project_container(task_id: str, command: list[str], **kwargs) -> DockerOpera
         mount_tmp_dir=False,
         **kwargs,
     )
+
+
+def pipeline_namespace() -> str:
+    """The scheduler's own namespace: `KUBERNETES_NAMESPACE`, else the one of its service account's token."""
+    if namespace := os.environ.get("KUBERNETES_NAMESPACE"):
+        return namespace
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE_FILE.read_text().strip() or DEFAULT_NAMESPACE
+    except OSError:
+        return DEFAULT_NAMESPACE
+
+
+def _kubernetes_pod(task_id: str, command: list[str], **kwargs) -> BaseOperator:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.secret import Secret
+    from kubernetes.client import models as k8s
+
+    secret_name = os.environ.get("PIPELINE_SECRET_NAME", DEFAULT_SECRET_NAME)
+    locked_down = k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        read_only_root_filesystem=True,
+    )
+    return KubernetesPodOperator(
+        task_id=task_id,
+        image=_project_image(),
+        cmds=command[:1],
+        arguments=command[1:],
+        env_vars=_env(PUBLIC_ENV_KEYS),
+        secrets=[Secret("env", name, secret_name, key) for name, key in SECRET_ENV_SOURCE_KEYS.items()],
+        namespace=pipeline_namespace(),
+        in_cluster=True,
+        service_account_name=os.environ.get("PIPELINE_SERVICE_ACCOUNT", DEFAULT_SERVICE_ACCOUNT),
+        labels=STEP_POD_LABELS,
+        container_resources=k8s.V1ResourceRequirements(**STEP_POD_RESOURCES),
+        # pod-wide, so the XCom sidecar (added by do_xcom_push=True) runs as the same non-root user
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=SANDBOX_UID,
+            run_as_group=SANDBOX_UID,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        container_security_context=locked_down,
+        xcom_sidecar_container_security_context=locked_down,
+        volumes=[k8s.V1Volume(name=name, empty_dir=k8s.V1EmptyDirVolumeSource()) for name in SCRATCH_DIRS],
+        volume_mounts=[k8s.V1VolumeMount(name=name, mount_path=path) for name, path in SCRATCH_DIRS.items()],
+        get_logs=True,
+        on_finish_action="delete_succeeded_pod",
+        **kwargs,
+    )
+
+
+RUNNERS = {"docker": _docker_container, "kubernetes": _kubernetes_pod}
+
+
+def project_container(task_id: str, command: list[str], **kwargs) -> BaseOperator:
+    """A task that runs `command` in a fresh project-image container, the way `PIPELINE_RUNNER` says.
+
+    Extra keyword arguments go to the operator (`retries=0`, ...). XCom: a DockerOperator pushes the last
+    line of stdout unless `do_xcom_push=False`; a KubernetesPodOperator pushes the step's
+    `/airflow/xcom/return.json` (the same line) only with `do_xcom_push=True`, so a task whose output is
+    read downstream passes `do_xcom_push=True`.
+    """
+    runner = os.environ.get("PIPELINE_RUNNER") or DEFAULT_RUNNER
+    if runner not in RUNNERS:
+        raise ValueError(f"PIPELINE_RUNNER={runner!r}: expected one of {', '.join(RUNNERS)}")
+    return RUNNERS[runner](task_id, command, **kwargs)

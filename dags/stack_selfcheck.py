@@ -1,8 +1,9 @@
 """Checks the stack from the inside, the way every pipeline step runs.
 
-Starts one container of the project image through the scheduler's Docker socket, on the compose network,
-and runs `mlops-sandbox check-stack` in it: every MinIO bucket exists and the MLflow REST API answers.
-Trigger it after `docker compose up` to see that the DAGs can start their ML steps.
+Starts one container of the project image (through the scheduler's Docker socket, on the compose network;
+on Kubernetes, a pod in the scheduler's namespace) and runs `mlops-sandbox check-stack` in it: every MinIO
+bucket exists and the MLflow REST API answers. Trigger it after `docker compose up` (or a deploy) to see that
+the DAGs can start their ML steps.
 """
 
 from __future__ import annotations

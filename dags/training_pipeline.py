@@ -1,7 +1,7 @@
 """Training pipeline (seed steps 12-19): raw batches in MinIO to a registered model version in MLflow.
 
 Runs daily, and on a manual trigger with params. Every task is a container of the project image started on
-the compose network (seed step 13); Airflow's interpreter never imports an ML library.
+the compose network, or a pod on Kubernetes (seed step 13); Airflow's interpreter never imports an ML library.
 
 1. **ingest**: read the scenario's raw CSV batches from the raw-data bucket (seed step 14);
 2. **validate**: check them against the declared schema; bad rows are quarantined with the rule each

@@ -2,13 +2,13 @@
 # Regenerates the two dependency locks inside the images' own base (python:3.11-slim-bookworm), so that
 # what is locked is exactly what `docker compose build` can install:
 #   services/project/requirements.lock   the project image: `pip install .[all]`
-#   services/airflow/requirements.lock   the Airflow image: Airflow 3 + postgres extra + docker provider
+#   services/airflow/requirements.lock   the Airflow image: Airflow 3 + postgres extra + docker and cncf.kubernetes providers
 # Airflow's own constraints files are not on a package registry, hence a lock of our own.
 # Usage: scripts/lock.sh [project|airflow]...   (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=python:3.11-slim-bookworm
-AIRFLOW_REQS='apache-airflow[postgres]==3.3.2 apache-airflow-providers-docker==4.6.1'
+AIRFLOW_REQS='apache-airflow[postgres]==3.3.2 apache-airflow-providers-docker==4.6.1 apache-airflow-providers-cncf-kubernetes==10.25.0'
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
 
 lock() {  # lock NAME HEADER INSTALL-ARGS

@@ -1,6 +1,7 @@
 """`mlops-sandbox`: operator commands. Each subcommand calls one library function.
 
-Pipeline steps print a JSON summary as their last line, which Airflow's DockerOperator keeps as XCom.
+Pipeline steps print a JSON summary as their last line, which Airflow's DockerOperator keeps as XCom. In a
+KubernetesPodOperator pod the same line also goes to `/airflow/xcom/return.json`, so the XCom is the same.
 """
 
 from __future__ import annotations
@@ -10,12 +11,27 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from mlops_sandbox.config import get_settings
 
+# KubernetesPodOperator (do_xcom_push=True) mounts this folder and pushes the JSON in `return.json` as XCom.
+XCOM_DIR = Path("/airflow/xcom")
+
+
+def _print_summary(value) -> None:
+    """Print `value` as one JSON line; in a pod with an XCom folder, also leave that line there.
+
+    The line is written JSON-encoded as a string, so the XCom is the same `str` as DockerOperator's.
+    """
+    line = json.dumps(value, default=str)
+    print(line)
+    if XCOM_DIR.is_dir():
+        (XCOM_DIR / "return.json").write_text(json.dumps(line))
+
 
 def _emit(value) -> int:
-    print(json.dumps(value, default=str))
+    _print_summary(value)
     return 0
 
 
@@ -126,7 +142,7 @@ def _monitor(args: argparse.Namespace) -> int:
     summary |= {k: status["figures"].get(k) for k in ("rows", "labelled_rows", "drift_share", "mae")}
     summary["quarantined_files"] = len(status["quarantined_files"])
     if args.fail_on_decay and status["decay"]:
-        print(json.dumps(summary, default=str))
+        _print_summary(summary)
         print("DECAY: " + "; ".join(status["reasons"]), file=sys.stderr)
         return 3
     return _emit(summary)

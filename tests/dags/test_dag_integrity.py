@@ -1,4 +1,5 @@
-"""Every DAG file imports cleanly and wires the tasks we expect. Needs Airflow (the .venv-airflow venv)."""
+"""Every DAG file imports cleanly and wires the tasks we expect, with the ML steps run by Docker (compose) or as
+Kubernetes pods (`PIPELINE_RUNNER=kubernetes`). Needs Airflow (the .venv-airflow venv)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,34 @@ airflow = pytest.importorskip("airflow", reason="DAG tests run in the Airflow ve
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 
-@pytest.fixture(scope="module")
-def dagbag():
+# What the scheduler's environment holds (compose or the cluster sets it), the same in both modes.
+SCHEDULER_ENV = {
+    "PROJECT_IMAGE": "mlops-sandbox/project:test",
+    "S3_ENDPOINT_URL": "http://minio:9000",
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "S3_ACCESS_KEY_ID": "sandbox",
+    "S3_SECRET_ACCESS_KEY": "s3cr3t",
+}
+
+
+def parse_dags(**env: str):
+    """A fresh DagBag of dags/, parsed with the scheduler's environment plus `env`."""
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR, bundle_name="dags-folder")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**SCHEDULER_ENV, **env}.items():
+            mp.setenv(key, value)
+        return DagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR, bundle_name="dags-folder")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return parse_dags(PIPELINE_RUNNER="docker")
+
+
+@pytest.fixture(scope="module")
+def k8s_dagbag():
+    return parse_dags(PIPELINE_RUNNER="kubernetes", KUBERNETES_NAMESPACE="mlops-test")
 
 
 def test_no_import_errors(dagbag):
@@ -46,6 +70,7 @@ def test_stack_selfcheck_runs_check_in_project_container(dagbag, monkeypatch):
 def test_project_container_takes_image_network_and_env_from_scheduler(monkeypatch):
     from sandbox_containers import project_container
 
+    monkeypatch.delenv("PIPELINE_RUNNER", raising=False)  # the default: Docker
     monkeypatch.setenv("PROJECT_IMAGE", "mlops-sandbox/project:test")
     monkeypatch.setenv("STACK_NETWORK", "some-net")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
@@ -102,3 +127,108 @@ def test_flag_decay_fails_only_on_decay_and_auto_retrain_is_opt_in(dagbag, monke
     monkeypatch.setenv("AUTO_RETRAIN", "true")
     assert gate(decayed, "env") is True and gate(healthy, "env") is False
     assert gate(decayed, "off") is False
+
+
+def docker_steps(dagbag) -> list:
+    steps = [t for dag in dagbag.dags.values() for t in dag.tasks if t.task_type == "DockerOperator"]
+    assert len(steps) == 10  # 6 training steps, monitor_window, challenge, simulate, check_stack
+    return steps
+
+
+def test_kubernetes_mode_parses_the_same_dags_and_task_graphs(dagbag, k8s_dagbag):
+    assert k8s_dagbag.import_errors == {}
+    assert set(k8s_dagbag.dag_ids) == set(dagbag.dag_ids)
+    for dag_id, dag in dagbag.dags.items():
+        pods = k8s_dagbag.dags[dag_id]
+        assert {t.task_id: t.downstream_task_ids for t in pods.tasks} == {
+            t.task_id: t.downstream_task_ids for t in dag.tasks
+        }
+
+
+def test_every_docker_step_is_a_pod_with_the_same_image_command_and_public_env(dagbag, k8s_dagbag):
+    for step in docker_steps(dagbag):
+        pod = k8s_dagbag.dags[step.dag_id].get_task(step.task_id)
+        assert pod.task_type == "KubernetesPodOperator"
+        assert pod.image == step.image == "mlops-sandbox/project:test"
+        assert pod.cmds + pod.arguments == step.command
+        assert pod.env_vars == step.environment
+        assert pod.env_vars["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert pod.namespace == "mlops-test" and pod.in_cluster is True
+        assert pod.retries == step.retries
+
+
+def test_pods_read_the_s3_keys_from_the_kubernetes_secret_never_from_the_task(k8s_dagbag):
+    pods = [t for dag in k8s_dagbag.dags.values() for t in dag.tasks if t.task_type == "KubernetesPodOperator"]
+    assert len(pods) == 10
+    for pod in pods:
+        assert not {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} & set(pod.env_vars)
+        assert "s3cr3t" not in repr(pod.env_vars) and "s3cr3t" not in repr(pod.secrets)
+        assert {(s.deploy_type, s.deploy_target, s.secret, s.key) for s in pod.secrets} == {
+            ("env", "S3_ACCESS_KEY_ID", "mlops-sandbox-secrets", "MINIO_ROOT_USER"),
+            ("env", "S3_SECRET_ACCESS_KEY", "mlops-sandbox-secrets", "MINIO_ROOT_PASSWORD"),
+        }
+
+
+def test_no_docker_operator_is_left_in_kubernetes_mode(k8s_dagbag):
+    task_types = {t.task_type for dag in k8s_dagbag.dags.values() for t in dag.tasks}
+    assert "DockerOperator" not in task_types
+    assert "KubernetesPodOperator" in task_types
+
+
+def test_step_pods_are_locked_down_labelled_and_kept_only_when_they_fail(k8s_dagbag):
+    pod = k8s_dagbag.dags["training_pipeline"].get_task("train")
+    assert pod.service_account_name == "mlops-pipeline-step"
+    assert pod.on_finish_action.value == "delete_succeeded_pod" and pod.get_logs is True
+    assert pod.labels["app.kubernetes.io/part-of"] == "mlops-sandbox"
+    assert pod.labels["app.kubernetes.io/component"] == "pipeline-step"
+    assert pod.container_resources.requests == {"cpu": "250m", "memory": "512Mi"}
+    assert pod.container_resources.limits == {"cpu": "2", "memory": "3Gi"}
+    assert pod.security_context.run_as_non_root is True and pod.security_context.run_as_user == 1000
+    container = pod.container_security_context
+    assert container.read_only_root_filesystem is True and container.allow_privilege_escalation is False
+    assert container.capabilities.drop == ["ALL"]
+    # the read-only root filesystem leaves the steps these folders to write to
+    assert {m.mount_path for m in pod.volume_mounts} == {"/tmp", "/home/sandbox", "/var/tmp"}
+    assert all(v.empty_dir is not None for v in pod.volumes)
+
+
+def test_pod_arguments_are_templated_like_the_docker_command(k8s_dagbag):
+    pod = k8s_dagbag.dags["training_pipeline"].get_task("train")
+    assert {"cmds", "arguments"} <= set(pod.template_fields)
+    params = {"scenario": "delivery_delay", "model_type": "linear", "epochs": 5}
+    rendered = pod.render_template(pod.arguments, {"params": params, "run_id": "r1"})
+    assert rendered == [
+        "pipeline",
+        "train",
+        "--scenario=delivery_delay",
+        "--run-id=r1",
+        "--model-type=linear",
+        "--epochs=5",
+    ]
+
+
+def test_monitor_window_pushes_its_summary_as_xcom_in_both_modes(dagbag, k8s_dagbag):
+    assert dagbag.dags["monitoring"].get_task("monitor_window").do_xcom_push is True
+    assert k8s_dagbag.dags["monitoring"].get_task("monitor_window").do_xcom_push is True
+    # other pods get no XCom sidecar: nothing reads their output
+    assert k8s_dagbag.dags["training_pipeline"].get_task("train").do_xcom_push is False
+
+
+def test_pipeline_namespace_is_the_schedulers_own(monkeypatch, tmp_path):
+    import sandbox_containers
+
+    monkeypatch.delenv("KUBERNETES_NAMESPACE", raising=False)
+    monkeypatch.setattr(sandbox_containers, "SERVICE_ACCOUNT_NAMESPACE_FILE", tmp_path / "namespace")
+    assert sandbox_containers.pipeline_namespace() == "mlops-sandbox"  # outside a cluster
+    (tmp_path / "namespace").write_text("from-token\n")
+    assert sandbox_containers.pipeline_namespace() == "from-token"
+    monkeypatch.setenv("KUBERNETES_NAMESPACE", "from-env")
+    assert sandbox_containers.pipeline_namespace() == "from-env"
+
+
+def test_an_unknown_runner_is_refused_with_the_allowed_ones(monkeypatch):
+    from sandbox_containers import project_container
+
+    monkeypatch.setenv("PIPELINE_RUNNER", "podman")
+    with pytest.raises(ValueError, match="PIPELINE_RUNNER='podman'.*docker, kubernetes"):
+        project_container("t", ["true"])

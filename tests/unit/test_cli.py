@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from mlops_sandbox import cli
@@ -36,3 +38,43 @@ def test_challenge_takes_a_start_or_since_alert_not_both(capsys):
 def test_simulate_start_next_needs_the_bucket(tmp_path, capsys):
     assert cli.main(["simulate", "--start", "next", "--out", str(tmp_path)]) == 2
     assert "--start next" in capsys.readouterr().err
+
+
+def _summary_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("{")]
+
+
+def test_summary_line_is_also_the_pod_xcom_when_the_xcom_folder_exists(tmp_path, monkeypatch, capsys):
+    batches = ["simulate", "--out", str(tmp_path), "--rows", "3", "--start", "2026-01-01T00:00Z"]
+    monkeypatch.setattr(cli, "XCOM_DIR", tmp_path / "absent")
+    assert cli.main(batches) == 0
+    assert not (tmp_path / "absent").exists()  # outside a pod: stdout only
+    capsys.readouterr()
+
+    xcom_dir = tmp_path / "xcom"
+    xcom_dir.mkdir()
+    monkeypatch.setattr(cli, "XCOM_DIR", xcom_dir)
+    assert cli.main(batches) == 0
+    line = _summary_lines(capsys.readouterr().out)[-1]
+    # KubernetesPodOperator json.loads return.json: the XCom is DockerOperator's, the printed line as a str
+    assert json.loads((xcom_dir / "return.json").read_text()) == line
+    assert json.loads(line)["rows_per_batch"] == 3
+
+
+def test_monitor_leaves_its_summary_as_xcom_also_when_it_fails_on_decay(tmp_path, monkeypatch, capsys):
+    status = {
+        "window_start": "2026-01-01T00:00:00+00:00",
+        "window_end": "2026-01-01T00:05:00+00:00",
+        "decay": True,
+        "reasons": ["drift: 60% of features drifted (limit 50%)"],
+        "figures": {"rows": 40, "labelled_rows": 0, "drift_share": 0.6, "mae": None},
+        "quarantined_files": [],
+    }
+    monkeypatch.setattr("mlops_sandbox.monitor.run.run_window", lambda *args: status)
+    monkeypatch.setattr(cli, "XCOM_DIR", tmp_path)
+    assert cli.main(["monitor", "--fail-on-decay"]) == 3
+    out = capsys.readouterr()
+    assert "DECAY: drift: 60%" in out.err
+    summary = json.loads(json.loads((tmp_path / "return.json").read_text()))
+    assert summary["decay"] is True and summary["drift_share"] == 0.6
+    assert json.dumps(summary) == _summary_lines(out.out)[-1]
