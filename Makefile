@@ -11,11 +11,11 @@ TORCH_INDEX_URL ?=
 EXERCISES := 7# the workshop's exercises (mlops_sandbox.workshop.EXERCISES)
 PIP_TORCH := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 
-.PHONY: help up down ps logs build test test-unit test-dags test-stack lint lock bench-stack bench-predictor demo nuke \
-	reset skip-to notebooks strip-notebooks screenshots
+.PHONY: help up down ps logs build test test-unit test-dags test-deploy test-stack lint lock bench-stack bench-predictor demo nuke \
+	reset skip-to notebooks strip-notebooks screenshots k8s-render
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 up: ## build and start the stack; returns when every service is healthy
 	$(COMPOSE) up -d --build --wait
@@ -63,13 +63,19 @@ $(VENV_AIRFLOW)/.installed: services/airflow/requirements.lock
 
 venv: $(VENV)/.installed $(VENV_AIRFLOW)/.installed ## host virtualenvs for the tests (.venv, .venv-airflow)
 
-test: test-unit test-dags test-stack ## every test: unit, DAG integrity, then the stack (brought up by pytest-docker)
+test: test-unit test-dags test-deploy test-stack ## every test: unit, DAG integrity, the Kubernetes manifests, then the stack (brought up by pytest-docker)
 
 test-unit: $(VENV)/.installed ## library tests on tiny data; no Docker
 	$(VENV)/bin/pytest tests/unit -m unit
 
 test-dags: $(VENV_AIRFLOW)/.installed ## every DAG imports and has its expected tasks (Airflow venv)
 	AIRFLOW_HOME=$(CURDIR)/$(VENV_AIRFLOW)/airflow-home $(VENV_AIRFLOW)/bin/pytest tests/dags -m dags -p no:cacheprovider
+
+test-deploy: $(VENV)/.installed ## the Kubernetes manifests in deploy/: render every overlay, validate offline, check them against compose.yaml
+	$(VENV)/bin/pytest tests/deploy -m deploy
+
+k8s-render: $(VENV)/.installed ## OVERLAY=local|production: print what `kubectl apply -k deploy/overlays/OVERLAY` would apply
+	$(VENV)/bin/kubectl kustomize deploy/overlays/$(or $(OVERLAY),local)
 
 test-stack: $(VENV)/.installed ## brings up a fresh stack (project mlops-sandbox-test), tests each service, the loop and the workshop, removes it
 	$(VENV)/bin/pytest tests/stack tests/e2e tests/workshop -m "stack or e2e or workshop"
