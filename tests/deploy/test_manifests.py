@@ -99,6 +99,15 @@ def test_every_overlay_renders_and_every_object_is_valid(rendered, overlay):
     assert {o["metadata"].get("namespace") for o in rendered if o["kind"] != "Namespace"} == {"mlops-sandbox"}
 
 
+def test_the_base_renders_every_part_once_and_validates():
+    base = render(DEPLOY / "base")
+    for obj in base:
+        validate(obj)
+    assert set(workloads(base)) == expected_workloads("local")
+    names = [object_name(o) for o in base]
+    assert len(names) == len(set(names))
+
+
 def test_an_invalid_object_is_named_with_its_field():
     bad = yaml.safe_load(
         """
