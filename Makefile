@@ -56,9 +56,11 @@ $(VENV)/.installed: pyproject.toml services/project/requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-$(VENV_AIRFLOW)/.installed: services/airflow/requirements.lock
+$(VENV_AIRFLOW)/.installed: services/airflow/requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV_AIRFLOW)
 	$(VENV_AIRFLOW)/bin/pip install -q --disable-pip-version-check -r services/airflow/requirements.lock pytest==9.2.0
+	# as in the Airflow image: the library without its dependencies, for the DAGs' catalog of names
+	$(VENV_AIRFLOW)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed $(VENV_AIRFLOW)/.installed ## host virtualenvs for the tests (.venv, .venv-airflow)

@@ -26,6 +26,8 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, task
 from sandbox_containers import project_container
 
+from mlops_sandbox.catalog import DEFAULT_SECTOR, SECTORS
+
 
 @dag(
     dag_id="monitoring",
@@ -36,7 +38,7 @@ from sandbox_containers import project_container
     doc_md=__doc__,
     tags=["monitoring"],
     params={
-        "scenario": Param("house_prices", enum=["house_prices", "delivery_delay"]),
+        "scenario": Param(DEFAULT_SECTOR, enum=sorted(SECTORS)),
         "window_minutes": Param(5, type="integer", minimum=1, maximum=1440, description="window length"),
         "auto_retrain": Param(
             "env",

@@ -13,6 +13,8 @@ import pendulum
 from airflow.sdk import Param, dag
 from sandbox_containers import project_container
 
+from mlops_sandbox.catalog import DEFAULT_SECTOR, SECTORS
+
 
 @dag(
     dag_id="simulate_batch",
@@ -22,7 +24,7 @@ from sandbox_containers import project_container
     doc_md=__doc__,
     tags=["data"],
     params={
-        "scenario": Param("house_prices", enum=["house_prices", "delivery_delay"]),
+        "scenario": Param(DEFAULT_SECTOR, enum=sorted(SECTORS)),
         "rows": Param(500, type="integer", minimum=1, maximum=100_000),
         "batches": Param(1, type="integer", minimum=1, maximum=500),
         "every": Param("1h", type="string", pattern=r"^[0-9]+[smhd]$"),

@@ -23,6 +23,8 @@ from datetime import timedelta
 from airflow.sdk import CronTriggerTimetable, Param, dag
 from sandbox_containers import project_container
 
+from mlops_sandbox.catalog import DEFAULT_MODEL_TYPE, DEFAULT_SECTOR, MODEL_TYPES, SECTORS
+
 RUN = ["--scenario={{ params.scenario }}", "--run-id={{ run_id }}"]
 
 
@@ -41,10 +43,18 @@ def step(task_id: str, *extra: str):
     doc_md=__doc__,
     tags=["training"],
     params={
-        "scenario": Param("house_prices", enum=["house_prices", "delivery_delay"], description="simulated sector"),
-        "model_type": Param("mlp", enum=["mlp", "linear"], description="PyTorch MLP or scikit-learn linear baseline"),
+        "scenario": Param(DEFAULT_SECTOR, enum=sorted(SECTORS), description="simulated sector"),
+        "model_type": Param(
+            DEFAULT_MODEL_TYPE, enum=sorted(MODEL_TYPES), description="model type (`mlops-sandbox catalog` lists them)"
+        ),
         "last_batches": Param(24, type="integer", minimum=1, description="train on the newest N raw batches"),
-        "epochs": Param(80, type="integer", minimum=1, maximum=2000, description="MLP epochs"),
+        "epochs": Param(
+            80,
+            type="integer",
+            minimum=1,
+            maximum=2000,
+            description="epochs, for the model types trained in epochs (mlp)",
+        ),
     },
 )
 def training_pipeline():

@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 
 from mlops_sandbox.config import get_settings
+from mlops_sandbox.contracts import PRODUCTION
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.simulate import generate_batch
 from mlops_sandbox.simulate.generator import parse_time
@@ -87,7 +88,7 @@ def main() -> None:
 
     settings = get_settings()
     client = use_tracking_server(settings)
-    version = client.get_model_version_by_alias(settings.model_name, "production").version
+    version = client.get_model_version_by_alias(settings.model_name, PRODUCTION).version
     schema = get_schema(settings.scenario)
     rows = generate_batch(settings.scenario, 123, parse_time("2030-01-01T00:00Z"), 1000)
     records = json.loads(rows[schema.feature_names].to_json(orient="records"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import get_settings
-from mlops_sandbox.monitor.run import evidently_project
+from mlops_sandbox.monitor.steps import evidently_project
 
 # No background traffic: this machine may have no route out, and the screenshots need none.
 CHROMIUM_FLAGS = [

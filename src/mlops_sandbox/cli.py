@@ -84,6 +84,7 @@ def _start(text: str):
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from mlops_sandbox.contracts import key_time
     from mlops_sandbox.simulate import batch_times, generate_batch, land_batches
     from mlops_sandbox.storage import s3_client
 
@@ -95,7 +96,7 @@ def _simulate(args: argparse.Namespace) -> int:
         start = args.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         keys = []
         for when in batch_times(start, args.every, args.batches):
-            path = f"{args.out}/{args.scenario}-{when:%Y%m%dT%H%M%SZ}.csv"
+            path = f"{args.out}/{args.scenario}-{key_time(when)}.csv"
             generate_batch(args.scenario, args.seed, when, args.rows, drifts).to_csv(path, index=False)
             keys.append(path)
     else:
@@ -133,7 +134,7 @@ def _traffic(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from mlops_sandbox.monitor.run import run_window
+    from mlops_sandbox.monitor.steps import run_window
 
     end = args.end or datetime.now(UTC)
     start = args.start or end - timedelta(minutes=5)
@@ -243,16 +244,34 @@ def _notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog(_: argparse.Namespace) -> int:
+    from mlops_sandbox import catalog
+
+    for name in sorted(catalog.SECTORS):
+        sector = catalog.sector(name)
+        print(f"sector      {name:<16} {sector.schema.description}  Drift: {sector.drift}.")
+    for name in sorted(catalog.MODEL_TYPES):
+        print(f"model type  {name:<16} {catalog.model_type(name).description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from mlops_sandbox.schema import SCHEMAS
+    from mlops_sandbox import catalog
+    from mlops_sandbox.contracts import ALIASES
 
     parser = argparse.ArgumentParser(prog="mlops-sandbox", description="mlops-sandbox operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def scenario_option(command: argparse.ArgumentParser) -> None:
+        """--scenario, with the sectors registered in the catalog as its choices."""
+        command.add_argument("--scenario", choices=sorted(catalog.SECTORS), default=catalog.DEFAULT_SECTOR)
+
+    sub.add_parser("catalog", help="the registered sectors and model types").set_defaults(func=_catalog)
     sub.add_parser("init-buckets", help="create the stack's S3 buckets (idempotent)").set_defaults(func=_init_buckets)
     sub.add_parser("check-stack", help="check that MinIO buckets and MLflow answer").set_defaults(func=_check_stack)
 
     sim = sub.add_parser("simulate", help="generate simulated industry batches into the raw-data bucket")
-    sim.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    scenario_option(sim)
     sim.add_argument("--seed", type=int, default=42)
     sim.add_argument(
         "--start",
@@ -274,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     traffic = sub.add_parser("traffic", help="send simulated requests to the predictor; publish actuals later")
-    traffic.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    scenario_option(traffic)
     traffic.add_argument("--rate", type=float, default=10, help="requests per second")
     traffic.add_argument("--duration", type=float, default=60, help="seconds")
     traffic.add_argument("--seed", type=int, default=1000)
@@ -284,14 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.set_defaults(func=_traffic)
 
     monitor = sub.add_parser("monitor", help="monitor one window of captured predictions with Evidently")
-    monitor.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    scenario_option(monitor)
     monitor.add_argument("--start", type=_time, help="window start (default: end - 5 minutes)")
     monitor.add_argument("--end", type=_time, help="window end (default: now)")
     monitor.add_argument("--fail-on-decay", action="store_true", help="exit 3 when the window shows decay")
     monitor.set_defaults(func=_monitor)
 
     chal = sub.add_parser("challenge", help="challenger vs champion on fresh labelled data; promote if better")
-    chal.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    scenario_option(chal)
     chal.add_argument("--start", type=_time, help="fresh labelled requests from (default: end - 30 minutes)")
     chal.add_argument("--end", type=_time, help="... until (default: now)")
     chal.add_argument(
@@ -304,11 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     step = sub.add_parser("pipeline", help="run one step of the training pipeline (the DAG's tasks)")
     step.add_argument("step", choices=["ingest", "validate", "preprocess", "version-features", "train", "register"])
-    step.add_argument("--scenario", choices=sorted(SCHEMAS), default="house_prices")
+    scenario_option(step)
     step.add_argument("--run-id", required=True, help="the pipeline run this step belongs to")
     step.add_argument("--last-batches", type=int, help="ingest: only the newest N raw batches")
-    step.add_argument("--model-type", choices=["linear", "mlp"], default="mlp")
-    step.add_argument("--epochs", type=int, help="train: MLP epochs")
+    step.add_argument("--model-type", choices=sorted(catalog.MODEL_TYPES), default=catalog.DEFAULT_MODEL_TYPE)
+    step.add_argument("--epochs", type=int, help="train: epochs, for the model types trained in epochs (mlp)")
     step.set_defaults(func=_step)
 
     model = sub.add_parser("model", help="the registered model: list, describe, promote, rollback")
@@ -321,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--by", required=True, help="who writes it")
     promote = actions.add_parser("promote", help="move a version to staging or production, after compliance checks")
     promote.add_argument("version")
-    promote.add_argument("--to", choices=["staging", "production"], required=True)
+    promote.add_argument("--to", choices=list(ALIASES), required=True)
     promote.add_argument("--by", required=True, help="who decides")
     promote.add_argument("--reason", required=True, help="why")
     promote.add_argument("--min-r2", type=float)

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     promotion_max_mape: float | None = 0.25
     promotion_tolerance: float = 0.0
 
-    # Decay rule (mlops_sandbox.monitor.DecayRule).
+    # Decay rule: read only by mlops_sandbox.monitor.checks.DecayRule.from_settings.
     decay_max_drift_share: float = 0.5
     decay_max_mae_increase: float = 0.25
     # Opt-in: on decay the monitoring DAG retrains and promotes a challenger that beats the champion.

@@ -15,6 +15,7 @@ import requests
 from mlops_sandbox import registry
 from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import Settings
+from mlops_sandbox.contracts import PRODUCTION, STAGING
 
 
 def run_training(
@@ -47,8 +48,8 @@ def run_monitoring(airflow: AirflowAPI, scenario: str, window_minutes: int, time
 def promote_to_production(settings: Settings, version: str, actor: str, reason: str, model_card: str) -> None:
     """Model card, then staging, then production: the human steps of seed steps 4-7, in one call."""
     registry.set_model_card(version, model_card, actor, settings=settings)
-    registry.promote(version, registry.STAGING, actor, reason, settings=settings)
-    registry.promote(version, registry.PRODUCTION, actor, reason, settings=settings)
+    registry.promote(version, STAGING, actor, reason, settings=settings)
+    registry.promote(version, PRODUCTION, actor, reason, settings=settings)
 
 
 def wait_until_serving(settings: Settings, version: str, timeout: float = 120, reload: bool = True) -> None:

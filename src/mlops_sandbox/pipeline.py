@@ -8,7 +8,6 @@ Each step returns a small JSON-able summary, which the CLI prints as its last li
 from __future__ import annotations
 
 import io
-import re
 import tempfile
 from pathlib import Path
 
@@ -16,24 +15,13 @@ import pandas as pd
 
 from mlops_sandbox import versioning
 from mlops_sandbox.config import Settings
+from mlops_sandbox.contracts import run_key, run_prefix, run_quarantine_prefix
 from mlops_sandbox.features import preprocess
 from mlops_sandbox.ingest import list_batches, read_batches, validate
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.storage import get_json, put_json, s3_client
 
 MAX_TAG_CHARS = 4500  # MLflow tag values are limited to 5,000 characters
-
-
-def run_key(run_id: str) -> str:
-    """A run id made safe for object keys and tags (`manual__2026-01-01T00:00:00+00:00` -> `manual__2026-...`)."""
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")
-    if not key:
-        raise ValueError(f"run id {run_id!r} has nothing usable in it")
-    return key
-
-
-def run_prefix(scenario: str, run_id: str) -> str:
-    return f"{scenario}/runs/{run_key(run_id)}"
 
 
 def _put_parquet(client, bucket: str, key: str, frame: pd.DataFrame) -> None:
@@ -63,18 +51,18 @@ def validate_step(settings: Settings, scenario: str, run_id: str) -> dict:
     """Step 2: validate against the declared schema; quarantine bad rows with the rule each broke."""
     schema = get_schema(scenario)
     client = s3_client(settings)
-    prefix = run_prefix(scenario, run_id)
+    prefix, quarantine = run_prefix(scenario, run_id), run_quarantine_prefix(scenario, run_id)
     result = validate(_get_parquet(client, settings.pipeline_bucket, f"{prefix}/raw.parquet"), schema)
     report = result.report()
     _put_parquet(client, settings.pipeline_bucket, f"{prefix}/valid.parquet", result.valid)
-    put_json(client, settings.pipeline_bucket, f"{prefix}/quarantine/report.json", {"run_id": run_id, **report})
+    put_json(client, settings.pipeline_bucket, f"{quarantine}report.json", {"run_id": run_id, **report})
     buffer = io.StringIO()
     result.quarantined.to_csv(buffer, index=False)
     client.put_object(
-        Bucket=settings.pipeline_bucket, Key=f"{prefix}/quarantine/violations.csv", Body=buffer.getvalue().encode()
+        Bucket=settings.pipeline_bucket, Key=f"{quarantine}violations.csv", Body=buffer.getvalue().encode()
     )
     if result.valid.empty:
-        raise ValueError(f"every row broke a rule; see s3://{settings.pipeline_bucket}/{prefix}/quarantine/")
+        raise ValueError(f"every row broke a rule; see s3://{settings.pipeline_bucket}/{quarantine}")
     return {"step": "validate", **{k: v for k, v in report.items() if k != "violations"}}
 
 
@@ -128,7 +116,6 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
     from mlops_sandbox.tracking import use_tracking_server
     from mlops_sandbox.train import evaluate, fit
     from mlops_sandbox.train.mlflow_model import log_model
-    from mlops_sandbox.train.models import MLPConfig
 
     schema = get_schema(scenario)
     client = s3_client(settings)
@@ -139,8 +126,7 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
     raw_keys = get_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json")["raw_keys"]
     table = fetch_features(settings, data_version)
     train_rows, test_rows = table[table["split"] == "train"], table[table["split"] == "test"]
-    mlp_config = MLPConfig(epochs=epochs) if epochs else MLPConfig()
-    model = fit(train_rows, schema, model_type, mlp_config)
+    model = fit(train_rows, schema, model_type, epochs=epochs)  # epochs: for the types trained in epochs
     metrics = {f"test_{k}": v for k, v in evaluate(model.predict, test_rows, schema).items()}
     metrics |= {f"train_{k}": v for k, v in evaluate(model.predict, train_rows, schema).items()}
 
@@ -154,13 +140,7 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
             "n_features": model.n_inputs,
             "target_log": model.target_log,
         }
-        if model_type == "mlp":
-            params |= {
-                "epochs": mlp_config.epochs,
-                "hidden": "x".join(map(str, mlp_config.hidden)),
-                "learning_rate": mlp_config.learning_rate,
-                "batch_size": mlp_config.batch_size,
-            }
+        params |= model.params()  # the model type's own options
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.set_tags(lineage_tags(raw_keys, data_version, run_id, scenario))

@@ -15,7 +15,8 @@ import numpy as np
 
 from mlops_sandbox import registry
 from mlops_sandbox.config import Settings
-from mlops_sandbox.monitor import load_actuals, load_predictions
+from mlops_sandbox.contracts import PRODUCTION, STAGING, alerts_prefix, decision_key
+from mlops_sandbox.monitor.store import load_actuals, load_predictions
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.storage import get_json, list_keys, put_json, s3_client
 
@@ -29,7 +30,7 @@ def last_alert(settings: Settings, scenario: str) -> dict:
         LookupError: no window has flagged decay yet.
     """
     client = s3_client(settings)
-    keys = [k for k in list_keys(client, settings.monitoring_bucket, f"{scenario}/alerts/") if k.endswith(".json")]
+    keys = [k for k in list_keys(client, settings.monitoring_bucket, alerts_prefix(scenario)) if k.endswith(".json")]
     if not keys:
         raise LookupError(f"no monitoring window of {scenario} has flagged decay yet")
     return get_json(client, settings.monitoring_bucket, max(keys))  # keys are named by window start
@@ -63,7 +64,7 @@ def challenge(
     schema = get_schema(scenario)
     name = settings.model_name_for(scenario)
     client = use_tracking_server(settings)
-    champion = registry.alias_version(client, name, registry.PRODUCTION)
+    champion = registry.alias_version(client, name, PRODUCTION)
     versions = sorted((int(v.version) for v in client.search_model_versions(f"name='{name}'")), reverse=True)
     if not versions:
         raise ValueError(f"{name} has no registered version to challenge with")
@@ -111,16 +112,11 @@ def challenge(
                 settings=settings,
             )
             try:
-                registry.promote(challenger, registry.STAGING, actor, reason, name=name, settings=settings)
-                registry.promote(challenger, registry.PRODUCTION, actor, reason, name=name, settings=settings)
+                registry.promote(challenger, STAGING, actor, reason, name=name, settings=settings)
+                registry.promote(challenger, PRODUCTION, actor, reason, name=name, settings=settings)
                 decision |= {"promoted": True, "why": reason}
             except registry.PromotionRefused as refused:
                 decision |= {"promoted": False, "why": f"compliance refused it: {refused}"}
     s3 = s3_client(settings)
-    put_json(
-        s3,
-        settings.monitoring_bucket,
-        f"{scenario}/decisions/{datetime.now(UTC):%Y%m%dT%H%M%SZ}-v{challenger}.json",
-        decision,
-    )
+    put_json(s3, settings.monitoring_bucket, decision_key(scenario, datetime.now(UTC), challenger), decision)
     return decision

@@ -1,4 +1,6 @@
-"""Declared data schemas: the contract shared by the simulator, validation, training and the prediction API."""
+"""Declared data schemas: the contract shared by the simulator, validation, training and the prediction API.
+
+Each sector declares its own schema (`mlops_sandbox.sectors.<name>.SCHEMA`) with these classes."""
 
 from __future__ import annotations
 
@@ -56,49 +58,10 @@ class Schema:
 
 YES_NO = ("yes", "no")
 
-HOUSE_PRICES = Schema(
-    name="house_prices",
-    description="Residential sale prices: BridgeAI's regression model schema.",
-    features=(
-        Column("area", "float", 300, 30000, description="floor area, square feet"),
-        Column("bedrooms", "int", 1, 8),
-        Column("bathrooms", "int", 1, 6),
-        Column("stories", "int", 1, 5),
-        Column("mainroad", "category", categories=YES_NO, description="on a main road"),
-        Column("guestroom", "category", categories=YES_NO),
-        Column("basement", "category", categories=YES_NO),
-        Column("hotwaterheating", "category", categories=YES_NO),
-        Column("airconditioning", "category", categories=YES_NO),
-        Column("parking", "int", 0, 4, description="parking spaces"),
-        Column("prefarea", "category", categories=YES_NO, description="in a preferred area"),
-        Column("furnishingstatus", "category", categories=("furnished", "semi-furnished", "unfurnished")),
-    ),
-    target=Column("price", "float", 1e5, 1e8, description="sale price"),
-)
-
-DELIVERY_DELAY = Schema(
-    name="delivery_delay",
-    description="Transport: minutes a parcel delivery arrives late.",
-    features=(
-        Column("distance_km", "float", 0.5, 400),
-        Column("weight_kg", "float", 0.1, 1000),
-        Column("stops", "int", 1, 60),
-        Column("hour_of_day", "int", 0, 23),
-        Column("traffic_index", "float", 0, 10),
-        Column("driver_experience_years", "float", 0, 45),
-        Column("vehicle_type", "category", categories=("bike", "van", "truck")),
-        Column("weather", "category", categories=("clear", "rain", "snow", "fog")),
-        Column("region", "category", categories=("urban", "suburban", "rural")),
-    ),
-    target=Column("delay_minutes", "float", -60, 1440, description="minutes late (negative: early)"),
-)
-
-SCHEMAS: dict[str, Schema] = {s.name: s for s in (HOUSE_PRICES, DELIVERY_DELAY)}
-
 
 def get_schema(name: str) -> Schema:
-    """The schema of a scenario, or a clear error naming the ones that exist."""
-    try:
-        return SCHEMAS[name]
-    except KeyError:
-        raise ValueError(f"unknown scenario {name!r}; known: {sorted(SCHEMAS)}") from None
+    """The schema of a scenario (a sector registered in `mlops_sandbox.catalog`), or a clear error naming the
+    ones that exist."""
+    from mlops_sandbox import catalog
+
+    return catalog.sector(name).schema

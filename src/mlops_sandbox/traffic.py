@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import requests
 
 from mlops_sandbox.config import Settings
+from mlops_sandbox.contracts import ACTUALS, ActualRecord, actual_record, log_key, parse_record_time, to_jsonl
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.serve.capture import partition_key, to_jsonl
 from mlops_sandbox.simulate import Drift, generate_batch
 
 
@@ -36,12 +36,11 @@ class TrafficReport:
         return {k: v for k, v in self.__dict__.items() if k != "request_ids"}
 
 
-def publish_actuals(client, bucket: str, scenario: str, actuals: Sequence[dict]) -> str | None:
-    """Write ground truth rows (`request_id`, `actual`, `observed_at`) as one JSON Lines object."""
+def publish_actuals(client, bucket: str, scenario: str, actuals: Sequence[ActualRecord]) -> str | None:
+    """Write ground truth records (`contracts.actual_record`) as one JSON Lines object."""
     if not actuals:
         return None
-    when = datetime.fromisoformat(actuals[0]["observed_at"])
-    key = partition_key(scenario, "actuals", when, f"{when:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}")
+    key = log_key(scenario, ACTUALS, parse_record_time(actuals[0]["observed_at"]), uuid.uuid4().hex[:12])
     client.put_object(Bucket=bucket, Key=key, Body=to_jsonl(list(actuals)), ContentType="application/x-ndjson")
     return key
 
@@ -107,10 +106,10 @@ def run_traffic(
 
 
 def _publish_due(s3, settings: Settings, scenario: str, pending: list, report: TrafficReport, now: float) -> None:
-    due = []
+    due: list[ActualRecord] = []
     while pending and pending[0][0] <= now:
         _, request_id, actual = heapq.heappop(pending)
-        due.append({"request_id": request_id, "actual": actual, "observed_at": datetime.now(UTC).isoformat()})
+        due.append(actual_record(request_id, actual))
     if due:
         publish_actuals(s3, settings.prediction_logs_bucket, scenario, due)
         report.actuals_published += len(due)

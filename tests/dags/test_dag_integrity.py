@@ -232,3 +232,14 @@ def test_an_unknown_runner_is_refused_with_the_allowed_ones(monkeypatch):
     monkeypatch.setenv("PIPELINE_RUNNER", "podman")
     with pytest.raises(ValueError, match="PIPELINE_RUNNER='podman'.*docker, kubernetes"):
         project_container("t", ["true"])
+
+
+def test_param_choices_come_from_the_catalog(dagbag):
+    from mlops_sandbox import catalog
+
+    for dag_id in ("training_pipeline", "monitoring", "simulate_batch"):
+        scenario = dagbag.dags[dag_id].params.get_param("scenario")
+        assert scenario.schema["enum"] == sorted(catalog.SECTORS)
+        assert scenario.value == catalog.DEFAULT_SECTOR
+    model_type = dagbag.dags["training_pipeline"].params.get_param("model_type")
+    assert model_type.schema["enum"] == sorted(catalog.MODEL_TYPES)

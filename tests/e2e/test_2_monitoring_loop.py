@@ -157,4 +157,5 @@ def test_monitoring_dag_flags_decay_on_drifted_traffic(settings, compose, airflo
     )
     assert status["decay"] is True
     assert any(r.startswith("drift:") for r in status["reasons"]), status["reasons"]
-    assert get_schema(SCENARIO).feature_names[0] in status["figures"]["column_p_values"]
+    drift = status["figures"]["column_drift"][get_schema(SCENARIO).feature_names[0]]
+    assert drift["method"] and drift["threshold"] is not None and isinstance(drift["drifted"], bool)

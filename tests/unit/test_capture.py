@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mlops_sandbox.serve.capture import PredictionCapture, partition_key
+from mlops_sandbox.contracts import log_key
+from mlops_sandbox.serve.capture import PredictionCapture
 
 pytestmark = pytest.mark.unit
 
@@ -33,11 +34,12 @@ def rows(start: int, n: int, when: datetime | None = None) -> list[dict]:
     ]
 
 
-def test_partitioned_by_scenario_date_and_hour():
-    when = datetime(2026, 3, 1, 7, 5, tzinfo=UTC)
-    assert partition_key("house_prices", "predictions", when, "x") == (
-        "house_prices/predictions/date=2026-03-01/hour=07/x.jsonl"
+def test_partitioned_by_scenario_date_and_hour_and_named_by_time():
+    when = datetime(2026, 3, 1, 7, 5, 9, tzinfo=UTC)
+    assert log_key("house_prices", "predictions", when, "x") == (
+        "house_prices/predictions/date=2026-03-01/hour=07/20260301T070509-x.jsonl"
     )
+    assert log_key("house_prices", "actuals", when, "y").startswith("house_prices/actuals/date=2026-03-01/hour=07/")
 
 
 def test_batches_split_at_hour_boundaries(tmp_path):

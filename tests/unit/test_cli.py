@@ -70,7 +70,7 @@ def test_monitor_leaves_its_summary_as_xcom_also_when_it_fails_on_decay(tmp_path
         "figures": {"rows": 40, "labelled_rows": 0, "drift_share": 0.6, "mae": None},
         "quarantined_files": [],
     }
-    monkeypatch.setattr("mlops_sandbox.monitor.run.run_window", lambda *args: status)
+    monkeypatch.setattr("mlops_sandbox.monitor.steps.run_window", lambda *args: status)
     monkeypatch.setattr(cli, "XCOM_DIR", tmp_path)
     assert cli.main(["monitor", "--fail-on-decay"]) == 3
     out = capsys.readouterr()

@@ -5,8 +5,10 @@ import pytest
 
 from mlops_sandbox.features import engineer, preprocess, split_of
 from mlops_sandbox.ingest import validate
-from mlops_sandbox.schema import HOUSE_PRICES
+from mlops_sandbox.schema import get_schema
 from mlops_sandbox.simulate import Drift, generate_batch
+
+HOUSE_PRICES = get_schema("house_prices")
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -3,13 +3,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mlops_sandbox.config import Settings
+from mlops_sandbox.contracts import log_hour_prefixes, prediction_log_record, to_jsonl
 from mlops_sandbox.features import preprocess
 from mlops_sandbox.ingest import validate
-from mlops_sandbox.monitor import DecayRule, figures_and_reports, hour_prefixes, load_predictions, parse_prediction_log
-from mlops_sandbox.schema import HOUSE_PRICES
-from mlops_sandbox.serve.capture import to_jsonl
+from mlops_sandbox.monitor.checks import DecayRule, column_drift_of, figures_and_reports, parse_prediction_log
+from mlops_sandbox.monitor.store import load_predictions, quarantine_logs, save_status
+from mlops_sandbox.schema import get_schema
 from mlops_sandbox.simulate import Drift, generate_batch
 from mlops_sandbox.train import evaluate, fit
+
+HOUSE_PRICES = get_schema("house_prices")
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -33,18 +37,32 @@ class FakeS3:
         return {"Body": io.BytesIO(self.objects[Key])}
 
 
+class WritableS3(FakeS3):
+    """... and the writes (one namespace for every bucket: the keys differ)."""
+
+    class exceptions:  # noqa: N801 - boto3's name
+        NoSuchKey = KeyError
+
+    def put_object(self, Bucket, Key, Body, ContentType=None):  # noqa: N803
+        self.objects[Key] = Body
+
+    def delete_object(self, Bucket, Key):  # noqa: N803
+        self.objects.pop(Key, None)
+
+
 def log_rows(frame, when, model_version="1", prefix="r"):
+    """What the prediction service captures for each row of `frame`, one request per row."""
     return [
-        {
-            "request_id": f"{prefix}{i}",
-            "row": 0,
-            "timestamp": (when + timedelta(seconds=i)).isoformat(),
-            "model_name": "house-prices",
-            "model_version": model_version,
-            "inputs": {c: (v.item() if hasattr(v, "item") else v) for c, v in row[HOUSE_PRICES.feature_names].items()},
-            "prediction": 1.0,
-            "latency_ms": 1.0,
-        }
+        prediction_log_record(
+            request_id=f"{prefix}{i}",
+            row=0,
+            timestamp=when + timedelta(seconds=i),
+            model_name="house-prices",
+            model_version=model_version,
+            inputs={c: (v.item() if hasattr(v, "item") else v) for c, v in row[HOUSE_PRICES.feature_names].items()},
+            prediction=1.0,
+            latency_ms=1.0,
+        )
         for i, (_, row) in enumerate(frame.iterrows())
     ]
 
@@ -79,14 +97,48 @@ def window(model, drifts=(), seed=2):
 def test_decay_rule_fires_on_drift_scenarios_and_stays_quiet_on_the_baseline(trained, drifts, expected):
     reference, model, baseline_mae = trained
     figures, snapshots = figures_and_reports(reference, window(model, drifts), HOUSE_PRICES, T0)
-    reasons = DecayRule().check(figures, baseline_mae)
+    reasons = DecayRule.from_settings(Settings(_env_file=None)).check(figures, baseline_mae)
     assert {r.split(":")[0] for r in reasons} == expected, (figures, reasons)
     assert figures["rows"] == 600 and figures["labelled_rows"] == 600
     assert len(snapshots) == 2  # drift, performance
 
 
+def test_column_drift_names_the_method_evidently_chose_and_its_verdict(trained):
+    reference, model, _ = trained
+    current = window(model, (Drift("covariate", T0, 1.0),))
+    # a reference of more than 1,000 rows: distances, drift at or above the threshold
+    figures, _ = figures_and_reports(reference, current, HOUSE_PRICES, T0)
+    drift = figures["column_drift"]
+    assert set(drift) == set(HOUSE_PRICES.feature_names)
+    assert drift["area"]["method"] == "Wasserstein distance (normed)" and drift["area"]["threshold"] == 0.1
+    assert drift["furnishingstatus"]["method"] == "Jensen-Shannon distance"
+    assert all(c["drifted"] == (c["score"] >= c["threshold"]) for c in drift.values())
+    assert sum(c["drifted"] for c in drift.values()) == figures["drifted_columns"]
+    # a small reference: statistical tests, drift when the p-value is below the threshold
+    figures, _ = figures_and_reports(reference.head(500), current, HOUSE_PRICES, T0)
+    drift = figures["column_drift"]
+    assert drift["area"]["method"] == "K-S p_value" and drift["area"]["threshold"] == 0.05
+    assert {c["method"] for c in drift.values()} <= {"K-S p_value", "chi-square p_value", "Z-test p_value"}
+    assert all(c["drifted"] == (c["score"] < c["threshold"]) for c in drift.values())
+
+
+def test_column_drift_of_reads_new_and_old_status_files():
+    new = {"figures": {"column_drift": {"area": {"method": "K-S p_value", "score": 0.01, "threshold": 0.05}}}}
+    assert column_drift_of(new)["area"]["method"] == "K-S p_value"
+    old = {"figures": {"column_p_values": {"area": 0.3}}}  # written before the methods were recorded
+    assert column_drift_of(old) == {"area": {"method": None, "score": 0.3, "threshold": None, "drifted": None}}
+    assert column_drift_of({"figures": {"rows": 0}}) == {}  # no model yet: no drift figures
+
+
+def test_decay_limits_come_from_settings():
+    settings = Settings(_env_file=None, decay_max_drift_share=0.3, decay_max_mae_increase=0.1)
+    rule = DecayRule.from_settings(settings)
+    assert (rule.max_drift_share, rule.max_mae_increase) == (0.3, 0.1)
+    assert DecayRule.from_settings(settings, max_drift_share=0.9, min_rows=5).max_drift_share == 0.9
+
+
 def test_rule_needs_enough_rows_and_labels():
-    rule = DecayRule(min_rows=30, min_labelled=20)
+    rule = DecayRule(max_drift_share=0.5, max_mae_increase=0.25, min_rows=30, min_labelled=20)
     assert rule.check({"rows": 10, "drift_share": 1.0, "labelled_rows": 5, "mae": 100.0}, 1.0) == []
     assert len(rule.check({"rows": 30, "drift_share": 0.5, "labelled_rows": 20, "mae": 1.3}, 1.0)) == 2
 
@@ -118,5 +170,25 @@ def test_parse_refuses_lines_without_the_capture_fields():
 
 
 def test_hour_partitions_cover_the_window():
-    prefixes = hour_prefixes("house_prices", "predictions", T0 + timedelta(minutes=55), T0 + timedelta(minutes=65))
+    prefixes = log_hour_prefixes("house_prices", "predictions", T0 + timedelta(minutes=55), T0 + timedelta(minutes=65))
     assert [p.split("/")[-2] for p in prefixes] == ["hour=12", "hour=13"]
+
+
+def test_window_results_land_where_readers_look_and_a_clean_rerun_withdraws_the_alert():
+    s3 = WritableS3({"house_prices/predictions/date=2026-05-01/hour=12/bad.jsonl": b"not json"})
+    bad = {"key": "house_prices/predictions/date=2026-05-01/hour=12/bad.jsonl", "reason": "not JSON Lines"}
+    quarantine_logs(s3, "logs", "monitoring", "house_prices", [bad])
+    assert s3.objects[f"house_prices/quarantine/{bad['key']}"] == b"not json"
+    assert json.loads(s3.objects[f"house_prices/quarantine/{bad['key']}.reason.json"]) == bad
+
+    def status(end, decay):
+        return {"window_start": "x", "window_end": end, "decay": decay}
+
+    save_status(s3, "monitoring", "house_prices", T0, status("2026-05-01T12:05:00+00:00", True))
+    assert json.loads(s3.objects["house_prices/alerts/20260501T120000Z.json"])["decay"] is True
+    earlier = T0 - timedelta(hours=1)
+    save_status(s3, "monitoring", "house_prices", earlier, status("2026-05-01T11:05:00+00:00", False))
+    assert json.loads(s3.objects["house_prices/status.json"])["window_end"] == "2026-05-01T12:05:00+00:00"
+    assert "house_prices/windows/20260501T110000Z.json" in s3.objects
+    save_status(s3, "monitoring", "house_prices", T0, status("2026-05-01T12:05:00+00:00", False))  # a rerun
+    assert "house_prices/alerts/20260501T120000Z.json" not in s3.objects

@@ -1,7 +1,8 @@
 import pytest
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.pipeline import MAX_TAG_CHARS, lineage_tags, run_key
+from mlops_sandbox.contracts import run_key
+from mlops_sandbox.pipeline import MAX_TAG_CHARS, lineage_tags
 from mlops_sandbox.registry import CheckResult, PromotionRefused, Thresholds
 from mlops_sandbox.versioning import DataVersion
 

@@ -1,15 +1,21 @@
+import asyncio
 import json
 
 import pandas as pd
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.schema import HOUSE_PRICES
+from mlops_sandbox.schema import get_schema
+from mlops_sandbox.serve import deps
 from mlops_sandbox.serve.app import create_app
 from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.model import ProductionModel, ServedModel
+from mlops_sandbox.serve.reload import poll_registry, signal_reload
 from mlops_sandbox.serve.schema import EXAMPLES
+
+HOUSE_PRICES = get_schema("house_prices")
 
 pytestmark = pytest.mark.unit
 
@@ -49,9 +55,34 @@ class Uploads(dict):
         self[key] = body
 
 
+class Captured(list):
+    """Stands in for a PredictionCapture: keeps what the service logs."""
+
+    def log(self, rows: list[dict]) -> None:
+        self.extend(rows)
+
+
+def _settings(**overrides) -> Settings:
+    return Settings(_env_file=None, model_poll_seconds=3600, capture_enabled=False, **overrides)
+
+
 def _client(production: ProductionModel, capture: PredictionCapture | None = None, **overrides) -> TestClient:
-    settings = Settings(_env_file=None, model_poll_seconds=3600, capture_enabled=False, **overrides)
-    return TestClient(create_app(settings, production, capture))
+    return TestClient(create_app(_settings(**overrides), production, capture))
+
+
+def _serving() -> ProductionModel:
+    production = FixedRegistry("house-prices", "http://unused")
+    production.refresh()
+    return production
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    """The app as the stack builds it (a registry client, no capture), for tests that override its dependencies.
+
+    Use it without `with TestClient(...)`: its lifespan does not run, so no poller asks a registry.
+    """
+    return create_app(_settings())
 
 
 def test_every_prediction_is_captured_with_request_model_inputs_output_and_latency(tmp_path):
@@ -134,19 +165,43 @@ def test_batches_are_capped():
         assert client.post("/predict", json=[RECORD] * 4).status_code == 422
 
 
-def test_model_reports_version_and_lineage():
-    with _client(FixedRegistry("house-prices", "http://unused")) as client:
-        info = client.get("/model").json()
-        assert info["version"] == "3" and info["alias"] == "production" and info["run_id"] == "run-1"
-        assert info["lineage"] == {"dvc_data_version": "abc"}
+def test_model_reports_version_and_lineage(app):
+    app.dependency_overrides[deps.get_production] = _serving
+    info = TestClient(app).get("/model").json()
+    assert info["version"] == "3" and info["alias"] == "production" and info["run_id"] == "run-1"
+    assert info["lineage"] == {"dvc_data_version": "abc"}
 
 
-def test_reload_needs_the_token():
-    with _client(FixedRegistry("house-prices", "http://unused"), predictor_reload_token="s3cret") as client:
-        assert client.post("/reload").status_code == 401
-        assert client.post("/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        ok = client.post("/reload", headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200 and ok.json()["model_version"] == "3"
+def test_reload_needs_the_token(app):
+    app.dependency_overrides[deps.get_production] = _serving
+    app.dependency_overrides[deps.get_service_settings] = lambda: _settings(predictor_reload_token="s3cret")
+    client = TestClient(app)
+    assert client.post("/reload").status_code == 401
+    assert client.post("/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = client.post("/reload", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json()["model_version"] == "3"
+
+
+def test_reload_is_refused_when_no_token_is_set(app):
+    app.dependency_overrides[deps.get_service_settings] = lambda: _settings(predictor_reload_token="")
+    resp = TestClient(app).post("/reload", headers={"Authorization": "Bearer "})
+    assert resp.status_code == 403 and "PREDICTOR_RELOAD_TOKEN" in resp.json()["detail"]
+
+
+def test_each_predicted_row_is_one_prediction_log_line_with_the_fields_monitoring_reads(app):
+    captured = Captured()
+    app.dependency_overrides[deps.get_production] = _serving
+    app.dependency_overrides[deps.get_capture] = lambda: captured
+    resp = TestClient(app).post("/predict", json=[RECORD, {**RECORD, "area": 1000.0}], headers={"X-Request-ID": "r"})
+    assert resp.status_code == 200, resp.text
+    assert [list(row) for row in captured] == [
+        ["request_id", "row", "timestamp", "model_name", "model_version", "inputs", "prediction", "latency_ms"]
+    ] * 2
+    first, second = captured
+    assert (first["request_id"], first["row"], first["prediction"]) == ("r", 0, 5_500_000.0)
+    assert (second["row"], second["inputs"], second["prediction"]) == (1, {**RECORD, "area": 1000.0}, 1_000_000.0)
+    assert first["timestamp"] == second["timestamp"] and first["timestamp"].endswith("+00:00")
+    assert (first["model_name"], first["model_version"]) == ("house-prices", "3")
 
 
 def test_openapi_documents_every_route_and_the_record_fields():
@@ -165,3 +220,32 @@ def test_swagger_ui_and_redoc_load_their_assets_from_the_service_not_a_cdn():
         assert "https://" not in html.text  # nothing from the internet: no CDN, no web fonts
         js = client.get(f"/docs-assets/{asset}")
         assert js.status_code == 200 and len(js.content) > 100_000
+
+
+def test_a_reload_signal_makes_the_poller_refresh_before_its_next_poll():
+    """`/reload` in one worker touches the signal file; every worker's poller sees it within about a second."""
+
+    class Counting(ProductionModel):
+        refreshes = 0
+
+        def refresh(self) -> bool:
+            self.refreshes += 1
+            return False
+
+    async def refreshes_after_a_signal() -> int:
+        production = Counting("house-prices", "http://unused")
+        poller = asyncio.create_task(poll_registry(production, poll_seconds=3600))  # no second poll in this test
+
+        async def until(count: int) -> None:
+            for _ in range(100):
+                if production.refreshes >= count:
+                    return
+                await asyncio.sleep(0.05)
+
+        await until(1)  # the poll at start
+        signal_reload()
+        await until(2)
+        poller.cancel()
+        return production.refreshes
+
+    assert asyncio.run(refreshes_after_a_signal()) >= 2

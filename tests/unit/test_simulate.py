@@ -3,7 +3,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from mlops_sandbox.schema import SCHEMAS
+from mlops_sandbox import catalog
+from mlops_sandbox.schema import get_schema
 from mlops_sandbox.simulate import Drift, batch_key, batch_times, generate_batch, parse_drift
 
 pytestmark = pytest.mark.unit
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.unit
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("scenario", sorted(SCHEMAS))
+@pytest.mark.parametrize("scenario", sorted(catalog.SECTORS))
 def test_same_seed_and_clock_give_the_same_rows(scenario):
     a = generate_batch(scenario, 42, T0, 200)
     assert a.equals(generate_batch(scenario, 42, T0, 200))
@@ -19,9 +20,9 @@ def test_same_seed_and_clock_give_the_same_rows(scenario):
     assert not a.equals(generate_batch(scenario, 42, T0 + timedelta(hours=1), 200))
 
 
-@pytest.mark.parametrize("scenario", sorted(SCHEMAS))
+@pytest.mark.parametrize("scenario", sorted(catalog.SECTORS))
 def test_batches_follow_their_schema(scenario):
-    schema = SCHEMAS[scenario]
+    schema = get_schema(scenario)
     frame = generate_batch(scenario, 1, T0, 1000)
     assert list(frame.columns) == ["record_id", "event_time", *schema.feature_names, schema.target.name]
     assert frame["record_id"].is_unique
@@ -55,7 +56,7 @@ def test_concept_drift_changes_prices_of_the_same_houses():
 
 def test_quality_drift_injects_missing_out_of_range_and_unknown_values():
     frame = generate_batch("house_prices", 5, T0, 3000, [Drift("quality", T0, 1.0)])
-    schema = SCHEMAS["house_prices"]
+    schema = get_schema("house_prices")
     assert frame[schema.feature_names].isna().any(axis=1).sum() > 0
     assert (frame[schema.categorical_features] == "unknown").any(axis=1).sum() > 0
     numeric = frame[schema.numeric_features].astype(float)

@@ -1,15 +1,22 @@
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_sandbox import catalog
 from mlops_sandbox.features import preprocess
 from mlops_sandbox.ingest import validate
-from mlops_sandbox.schema import HOUSE_PRICES
+from mlops_sandbox.schema import get_schema
 from mlops_sandbox.simulate import batch_times, generate_batch
-from mlops_sandbox.train import evaluate, fit
-from mlops_sandbox.train.models import MLPConfig
+from mlops_sandbox.train import TabularModel, evaluate, fit
+from mlops_sandbox.train.mlflow_model import TabularPyfunc, save_artifacts
+from mlops_sandbox.train.mlp import MLPConfig
+
+HOUSE_PRICES = get_schema("house_prices")
+MODEL_TYPES = sorted(catalog.MODEL_TYPES)
 
 pytestmark = pytest.mark.unit
 
@@ -30,22 +37,24 @@ def test_mlp_beats_the_linear_baseline_on_held_out_data(table):
     assert mlp["r2"] > 0.75 and linear["r2"] > 0.5
 
 
-def test_training_is_reproducible(table):
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_training_is_reproducible(table, model_type):
     train = table[table.split == "train"]
-    a = fit(train, HOUSE_PRICES, "mlp", MLPConfig(epochs=5, seed=3)).predict(train.head(20))
-    b = fit(train, HOUSE_PRICES, "mlp", MLPConfig(epochs=5, seed=3)).predict(train.head(20))
-    np.testing.assert_allclose(a, b)
+    a = fit(train, HOUSE_PRICES, model_type, epochs=5, seed=3).predict(train.head(20))
+    b = fit(train, HOUSE_PRICES, model_type, epochs=5, seed=3).predict(train.head(20))
+    np.testing.assert_array_equal(a, b)
 
 
-def test_model_takes_raw_records_and_ignores_unknown_categories(table):
-    model = fit(table[table.split == "train"], HOUSE_PRICES, "linear")
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_model_takes_raw_records_and_ignores_unknown_categories(table, model_type):
+    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, epochs=2)
     rows = table.head(3).copy()
     rows.loc[rows.index[0], "furnishingstatus"] = "never-seen"
     assert np.isfinite(model.predict(rows)).all()
 
 
 def test_bad_arguments_are_refused(table):
-    with pytest.raises(ValueError, match="unknown model type"):
+    with pytest.raises(ValueError, match=r"unknown model type 'xgboost'; known: \[.*'linear', 'mlp'"):
         fit(table, HOUSE_PRICES, "xgboost")
     with pytest.raises(ValueError, match="too few"):
         fit(table.head(5), HOUSE_PRICES, "linear")
@@ -53,10 +62,61 @@ def test_bad_arguments_are_refused(table):
         fit(table[table.split == "train"], HOUSE_PRICES, "linear").predict(table.drop(columns=["area"]))
 
 
-@pytest.mark.parametrize("model_type", ["linear", "mlp"])
+def test_options_go_to_the_model_types_that_have_them(table):
+    train = table[table.split == "train"]
+    assert fit(train, HOUSE_PRICES, "mlp", MLPConfig(epochs=2), seed=4).params() == {
+        "hidden": "64x32",
+        "epochs": 2,
+        "learning_rate": 3e-3,
+        "batch_size": 256,
+        "weight_decay": 1e-4,
+        "seed": 4,
+    }
+    # one config for whichever type (as the pipeline passes it): a linear fit has no options, trees no epochs
+    assert fit(train, HOUSE_PRICES, "linear", MLPConfig(epochs=2), epochs=2).params() == {}
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_record_path_predicts_exactly_what_the_frame_path_predicts(table, model_type):
-    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, MLPConfig(epochs=3))
+    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, epochs=3)
     rows = table[table.split == "test"].head(50).copy()
     rows.loc[rows.index[0], "furnishingstatus"] = "never-seen"  # unknown category: all-zero one-hot in both
     records = rows[HOUSE_PRICES.feature_names].to_dict(orient="records")
     np.testing.assert_array_equal(model.predict_records(records), model.predict(rows))
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_the_pyfunc_restores_every_model_type_from_its_artifacts(table, model_type, tmp_path):
+    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, epochs=3)
+    pyfunc = TabularPyfunc()
+    pyfunc.load_context(SimpleNamespace(artifacts=save_artifacts(model, tmp_path)))
+    rows = table[table.split == "test"]
+    np.testing.assert_array_equal(pyfunc.predict(None, rows), model.predict(rows))
+
+
+def test_versions_registered_before_model_types_were_modules_still_load(table, tmp_path):
+    """They pickled `TabularModel` with `regressor` (linear) or `net` (MLP: None, its weights in the logged
+    `state_dict`) and `mlp_config`, and named `mlops_sandbox.train.models.MLPConfig`."""
+    import torch
+
+    from mlops_sandbox.train import mlp, models
+
+    assert (models.MLPConfig, models.build_mlp) == (mlp.MLPConfig, mlp.build_mlp)
+    train, rows = table[table.split == "train"], table[table.split == "test"]
+    for model_type in ("linear", "mlp"):
+        model = fit(train, HOUSE_PRICES, model_type, epochs=3)
+        state = {k: v for k, v in vars(model).items() if k not in {"fitted", "config"}}
+        state |= {"regressor": None, "net": None, "mlp_config": model.config or MLPConfig()}
+        artifacts = {"model": str(tmp_path / f"{model_type}.joblib")}
+        if model_type == "mlp":
+            artifacts["state_dict"] = str(tmp_path / "model.pth")
+            torch.save(model.fitted.state_dict(), artifacts["state_dict"])
+        else:
+            state["regressor"] = model.fitted
+        legacy = object.__new__(TabularModel)
+        legacy.__dict__.update(state)
+        joblib.dump(legacy, artifacts["model"])
+        pyfunc = TabularPyfunc()
+        pyfunc.load_context(SimpleNamespace(artifacts=artifacts))
+        np.testing.assert_array_equal(pyfunc.predict(None, rows), model.predict(rows))
+        assert not {"regressor", "net", "mlp_config"} & set(vars(pyfunc.model))

@@ -12,6 +12,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from mlops_sandbox import catalog
 from mlops_sandbox.schema import Schema
 
 
@@ -36,35 +37,17 @@ def preprocess(valid: pd.DataFrame, schema: Schema, test_share: float = 0.2) -> 
 
 
 def derived(columns, scenario: str) -> dict[str, np.ndarray]:
-    """Derived features from raw columns (a DataFrame or a mapping of name -> array), as float64 arrays."""
-
-    def col(name: str) -> np.ndarray:
-        return np.asarray(columns[name], dtype=float)
-
-    if scenario == "house_prices":
-        area, bedrooms = col("area"), np.maximum(col("bedrooms"), 1.0)
-        return {
-            "log_area": np.log(np.maximum(area, 1.0)),
-            "area_per_bedroom": area / bedrooms,
-            "bathrooms_per_bedroom": col("bathrooms") / bedrooms,
-        }
-    if scenario == "delivery_delay":
-        distance = col("distance_km")
-        return {
-            "log_distance": np.log1p(distance),
-            "congestion_load": distance * col("traffic_index"),
-            "stops_per_km": col("stops") / np.maximum(distance, 0.5),
-        }
-    return {}
+    """The sector's derived features from raw columns (a DataFrame or a mapping of name -> array)."""
+    return catalog.sector(scenario).derived(columns)
 
 
 def engineer(frame: pd.DataFrame, scenario: str) -> pd.DataFrame:
-    """The frame with its derived features added; computed the same way in training and in serving."""
+    """The frame with its derived features added; computed the same way in training and in serving.
+
+    Logged models call this by name (`mlops_sandbox.features.engineer`), so it keeps its name and signature.
+    """
     return frame.assign(**derived(frame, scenario))
 
 
 def engineered_names(scenario: str) -> list[str]:
-    return {
-        "house_prices": ["log_area", "area_per_bedroom", "bathrooms_per_bedroom"],
-        "delivery_delay": ["log_distance", "congestion_load", "stops_per_km"],
-    }.get(scenario, [])
+    return list(catalog.sector(scenario).derived_names)

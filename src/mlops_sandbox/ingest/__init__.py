@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlops_sandbox.contracts import raw_batch_keys, raw_batch_name, raw_batches_prefix
 from mlops_sandbox.schema import Schema
 from mlops_sandbox.storage import list_keys
 
@@ -19,10 +20,9 @@ from mlops_sandbox.storage import list_keys
 def list_batches(client, bucket: str, scenario: str, until: str | None = None, last: int | None = None) -> list[str]:
     """Keys of the scenario's raw CSV batches, oldest first; `until` (a batch key) bounds them, `last` keeps
     only the newest N."""
-    keys = [k for k in list_keys(client, bucket, f"{scenario}/") if k.endswith(".csv")]
-    keys.sort(key=lambda k: k.rsplit("/", 1)[-1])  # batch-<UTC stamp>.csv sorts by time
+    keys = raw_batch_keys(list_keys(client, bucket, raw_batches_prefix(scenario)))
     if until is not None:
-        keys = [k for k in keys if k.rsplit("/", 1)[-1] <= until.rsplit("/", 1)[-1]]
+        keys = [k for k in keys if raw_batch_name(k) <= raw_batch_name(until)]
     if last is not None:
         if last < 1:
             raise ValueError("last must be at least 1")

@@ -8,13 +8,14 @@ and why as version tags, and production keeps its history so that a rollback is 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mlops_sandbox.config import Settings, get_settings
+from mlops_sandbox.contracts import ALIASES, PRODUCTION, STAGING
 
-STAGING, PRODUCTION = "staging", "production"
-ALIASES = (STAGING, PRODUCTION)
 LINEAGE_TAGS = ("dvc_data_version", "dvc_data_size", "dvc_data_path", "dvc_remote", "raw_batch_keys")
 MIN_MODEL_CARD_CHARS = 20
 
@@ -76,16 +77,18 @@ def alias_version(client, name: str, alias: str) -> str | None:
 def evaluate_versions_on_test_set(settings: Settings, name: str, candidate, champion_version: str) -> dict:
     """RMSE of the candidate and of the champion on the candidate's held-out test set (fetched via DVC)."""
     import mlflow
+    import pandas as pd
 
-    from mlops_sandbox.pipeline import fetch_features
     from mlops_sandbox.schema import get_schema
     from mlops_sandbox.train import evaluate
     from mlops_sandbox.train.models import model_input
-    from mlops_sandbox.versioning import DataVersion
+    from mlops_sandbox.versioning import DataVersion, pull
 
     scenario = candidate.tags.get("scenario", settings.scenario)
     schema = get_schema(scenario)
-    table = fetch_features(settings, DataVersion.from_tags(candidate.tags))
+    data_version = DataVersion.from_tags(candidate.tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = pd.read_parquet(pull(data_version, settings, Path(tmp) / data_version.path))
     test = table[table["split"] == "test"]
     scores = {}
     for label, version in (("candidate", candidate.version), ("champion", champion_version)):
@@ -154,7 +157,7 @@ def compliance_checks(
             CheckResult(
                 "staged_first",
                 staged == str(version),
-                "holds 'staging'"
+                f"holds '{STAGING}'"
                 if staged == str(version)
                 else f"promote to staging first (staging is {staged or 'unset'})",
             )
@@ -233,13 +236,13 @@ def rollback(actor: str, reason: str, name: str | None = None, settings: Setting
     client.set_registered_model_alias(name, PRODUCTION, previous)
     now = _now()
     for key, value in {"rolled_back_by": actor, "rolled_back_at": now, "rolled_back_reason": reason}.items():
-        client.set_model_version_tag(name, current, f"production.{key}", value)
+        client.set_model_version_tag(name, current, f"{PRODUCTION}.{key}", value)
     for key, value in {
         "promoted_by": actor,
         "promoted_at": now,
         "reason": f"rollback from v{current}: {reason}",
     }.items():
-        client.set_model_version_tag(name, previous, f"production.{key}", value)
+        client.set_model_version_tag(name, previous, f"{PRODUCTION}.{key}", value)
     return {"model_name": name, "from_version": current, "to_version": previous}
 
 

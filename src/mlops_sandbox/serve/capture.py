@@ -9,7 +9,6 @@ S3 server is unreachable, batches go to a spool folder on disk and are uploaded 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -17,26 +16,14 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+
+from mlops_sandbox.contracts import PREDICTIONS, PredictionLogRecord, log_key, to_jsonl
 
 log = logging.getLogger(__name__)
 
 Upload = Callable[[str, bytes], None]  # (key, body) -> None; raises when the upload failed
-
-
-def log_prefix(scenario: str, kind: str = "predictions") -> str:
-    """`<scenario>/predictions/` (captured requests) or `<scenario>/actuals/` (ground truth)."""
-    return f"{scenario}/{kind}/"
-
-
-def partition_key(scenario: str, kind: str, when: datetime, name: str) -> str:
-    when = when.astimezone(UTC)
-    return f"{log_prefix(scenario, kind)}date={when:%Y-%m-%d}/hour={when:%H}/{name}.jsonl"
-
-
-def to_jsonl(rows: list[dict]) -> bytes:
-    return ("\n".join(json.dumps(r, separators=(",", ":"), default=str) for r in rows) + "\n").encode()
 
 
 class PredictionCapture:
@@ -60,7 +47,7 @@ class PredictionCapture:
         self.flush_seconds = flush_seconds
         self.max_buffer = max_buffer
         self.retry_seconds = retry_seconds
-        self._buffer: list[dict] = []
+        self._buffer: list[PredictionLogRecord] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -70,7 +57,7 @@ class PredictionCapture:
         self.stats = {"logged": 0, "uploaded": 0, "spooled": 0, "respooled_uploads": 0}
 
     # --- the request path -------------------------------------------------------------------------
-    def log(self, rows: list[dict]) -> None:
+    def log(self, rows: list[PredictionLogRecord]) -> None:
         """Queue rows for capture. Never blocks on the network."""
         with self._lock:
             self._buffer.extend(rows)
@@ -107,7 +94,7 @@ class PredictionCapture:
             except Exception:  # noqa: BLE001 - the writer must outlive any single failure
                 log.exception("prediction capture flush failed")
 
-    def _take(self) -> list[dict]:
+    def _take(self) -> list[PredictionLogRecord]:
         rows, self._buffer = self._buffer, []
         return rows
 
@@ -122,16 +109,16 @@ class PredictionCapture:
             else:
                 self._write_spool(key, body)
 
-    def _batches(self, rows: list[dict]) -> list[tuple[str, bytes]]:
-        by_hour: dict[str, list[dict]] = defaultdict(list)
+    def _batches(self, rows: list[PredictionLogRecord]) -> list[tuple[str, bytes]]:
+        by_hour: dict[str, list[PredictionLogRecord]] = defaultdict(list)
         for row in rows:
             by_hour[row["timestamp"][:13]].append(row)
         out = []
         for _, group in sorted(by_hour.items()):
             when = datetime.fromisoformat(group[0]["timestamp"])
             # unique without shared state: the request path and the writer both make batches
-            name = f"{when:%Y%m%dT%H%M%S}-{self._worker}-{uuid.uuid4().hex[:12]}"
-            out.append((partition_key(self.scenario, "predictions", when, name), to_jsonl(group)))
+            unique = f"{self._worker}-{uuid.uuid4().hex[:12]}"
+            out.append((log_key(self.scenario, PREDICTIONS, when, unique), to_jsonl(group)))
         return out
 
     def _try_upload(self, key: str, body: bytes) -> bool:
@@ -144,7 +131,7 @@ class PredictionCapture:
             return False
 
     # --- the spool --------------------------------------------------------------------------------
-    def _spool(self, rows: list[dict]) -> None:
+    def _spool(self, rows: list[PredictionLogRecord]) -> None:
         for key, body in self._batches(rows):
             self._write_spool(key, body)
 

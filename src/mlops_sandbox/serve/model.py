@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_sandbox.contracts import PRODUCTION
 from mlops_sandbox.schema import Schema
 
 log = logging.getLogger(__name__)
 
-PRODUCTION_ALIAS = "production"
 LINEAGE_PREFIXES = ("dvc_", "raw_batch", "pipeline_run_id", "scenario", "model_type", "mlflow_run_id")
 
 
@@ -68,7 +68,7 @@ def _unwrap(pyfunc: Any):
 class ProductionModel:
     """Holds the served model and swaps it atomically when the alias moves to another version."""
 
-    def __init__(self, model_name: str, tracking_uri: str, alias: str = PRODUCTION_ALIAS, schema: Schema | None = None):
+    def __init__(self, model_name: str, tracking_uri: str, alias: str = PRODUCTION, schema: Schema | None = None):
         self.model_name = model_name
         self.tracking_uri = tracking_uri
         self.alias = alias

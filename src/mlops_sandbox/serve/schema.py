@@ -6,35 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from mlops_sandbox import catalog
 from mlops_sandbox.schema import Column, Schema
 
-EXAMPLES: dict[str, dict[str, Any]] = {
-    "house_prices": {
-        "area": 5500.0,
-        "bedrooms": 3,
-        "bathrooms": 2,
-        "stories": 2,
-        "mainroad": "yes",
-        "guestroom": "no",
-        "basement": "yes",
-        "hotwaterheating": "no",
-        "airconditioning": "yes",
-        "parking": 1,
-        "prefarea": "no",
-        "furnishingstatus": "semi-furnished",
-    },
-    "delivery_delay": {
-        "distance_km": 22.5,
-        "weight_kg": 4.2,
-        "stops": 9,
-        "hour_of_day": 17,
-        "traffic_index": 6.5,
-        "driver_experience_years": 3.0,
-        "vehicle_type": "van",
-        "weather": "rain",
-        "region": "urban",
-    },
-}
+# One example record per sector, shown in the Swagger UI (each sector declares its own).
+EXAMPLES: dict[str, dict[str, Any]] = {name: catalog.sector(name).example for name in catalog.SECTORS}
 
 
 def _field_type(column: Column):

@@ -6,7 +6,6 @@ The same seed and clock always give the same rows: each batch draws from a gener
 
 from mlops_sandbox.simulate.generator import (
     DRIFT_KINDS,
-    SECTORS,
     Drift,
     batch_key,
     batch_times,
@@ -19,7 +18,6 @@ from mlops_sandbox.simulate.generator import (
 
 __all__ = [
     "DRIFT_KINDS",
-    "SECTORS",
     "Drift",
     "batch_key",
     "batch_times",

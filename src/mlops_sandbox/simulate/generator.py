@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from mlops_sandbox.simulate.sectors import SECTORS
+from mlops_sandbox import catalog, contracts
 
 DRIFT_KINDS = ("covariate", "concept", "quality")
 
@@ -68,12 +68,8 @@ def _strength(drifts: Iterable[Drift], kind: str, when: datetime) -> float:
     return sum(d.at(when) for d in drifts if d.kind == kind)
 
 
-def _stamp(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
 def _inject_quality_faults(frame: pd.DataFrame, scenario: str, rng: np.random.Generator, share: float) -> None:
-    schema = SECTORS[scenario].schema
+    schema = catalog.sector(scenario).schema
     n_faulty = int(round(min(share, 1.0) * 0.3 * len(frame)))
     rows = rng.choice(len(frame), size=n_faulty, replace=False)
     numeric, categorical = schema.numeric_features, schema.categorical_features
@@ -99,15 +95,13 @@ def generate_batch(
 
     Deterministic: the same (scenario, seed, when, rows, drifts) always gives the same frame.
     """
-    if scenario not in SECTORS:
-        raise ValueError(f"unknown scenario {scenario!r}; known: {sorted(SECTORS)}")
     if rows < 1:
         raise ValueError("rows must be at least 1")
     if when.tzinfo is None:
         raise ValueError("the batch time must be timezone-aware (UTC)")
-    sector = SECTORS[scenario]
+    sector = catalog.sector(scenario)  # a clear error for an unknown scenario
     rng = np.random.default_rng([seed, int(when.timestamp())])
-    frame = sector.features(rng, rows, covariate=_strength(drifts, "covariate", when))
+    frame = sector.features(rng, rows, covariate=_strength(drifts, "covariate", when), when=when)
     frame[sector.schema.target.name] = sector.target(frame, rng, concept=_strength(drifts, "concept", when))
     quality = _strength(drifts, "quality", when)
     if quality > 0:
@@ -116,27 +110,25 @@ def generate_batch(
         )
         _inject_quality_faults(frame, scenario, rng, quality)
     frame.insert(0, sector.schema.time_column, when.astimezone(UTC).isoformat())
-    frame.insert(0, sector.schema.id_column, [f"{scenario}-{seed}-{_stamp(when)}-{i:05d}" for i in range(rows)])
+    stamp = contracts.key_time(when)
+    frame.insert(0, sector.schema.id_column, [f"{scenario}-{seed}-{stamp}-{i:05d}" for i in range(rows)])
     return frame
 
 
 def batch_key(scenario: str, when: datetime) -> str:
-    """Where a batch lives in the raw-data bucket: partitioned by scenario and day, named by its time."""
-    when = when.astimezone(UTC)
-    return f"{scenario}/date={when:%Y-%m-%d}/batch-{_stamp(when)}.csv"
+    """Where a batch lives in the raw-data bucket (`contracts.raw_batch_key`)."""
+    return contracts.raw_batch_key(scenario, when)
 
 
 def next_clock(client, bucket: str, scenario: str, not_before: datetime) -> datetime:
     """The first hour after the newest batch already in the bucket (or `not_before`, if later), so that new
     batches are the newest ones a training run takes."""
-    from mlops_sandbox.ingest import list_batches
+    from mlops_sandbox.storage import list_keys
 
-    keys = list_batches(client, bucket, scenario)
+    keys = contracts.raw_batch_keys(list_keys(client, bucket, contracts.raw_batches_prefix(scenario)))
     if not keys:
         return not_before
-    stamp = keys[-1].rsplit("batch-", 1)[-1].removesuffix(".csv")
-    newest = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    return max(not_before, newest + timedelta(hours=1))
+    return max(not_before, contracts.raw_batch_time(keys[-1]) + timedelta(hours=1))
 
 
 def publish_batch(frame: pd.DataFrame, scenario: str, when: datetime, client, bucket: str) -> str:

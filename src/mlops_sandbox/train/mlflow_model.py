@@ -1,17 +1,17 @@
-"""Logging a `TabularModel` to MLflow (seed steps 2 and 19): params, metrics, the `.pth`, and a pyfunc model
-with its signature and input example, preprocessing included."""
+"""Logging a `TabularModel` to MLflow (seed steps 2 and 19): a pyfunc model with its signature and input example,
+preprocessing included, and the files its model type saves beside it (the MLP's `.pth`)."""
 
 from __future__ import annotations
 
-import copy
 import tempfile
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
 import joblib
 import pandas as pd
 
-from mlops_sandbox.train.models import TabularModel, build_mlp, model_input
+from mlops_sandbox.train.models import TabularModel, model_input
 
 try:
     from mlflow.pyfunc import PythonModel
@@ -20,48 +20,47 @@ except ImportError:  # pragma: no cover - mlflow is in the `ml` extra
 
 
 class TabularPyfunc(PythonModel):
-    """The MLflow pyfunc face of a `TabularModel`: raw records in, predictions out."""
+    """The MLflow pyfunc face of a `TabularModel`: raw records in, predictions out.
+
+    Artifacts: `model`, the pickled `TabularModel`, with what its model type's `save` put in place of the fitted
+    model; and the files that `save` wrote (the MLP's `state_dict`). The model type's `load` restores it.
+    """
 
     def load_context(self, context) -> None:
         model: TabularModel = joblib.load(context.artifacts["model"])
-        if model.model_type == "mlp":
-            import torch
-
-            net = build_mlp(model.n_inputs, model.mlp_config.hidden)
-            net.load_state_dict(torch.load(context.artifacts["state_dict"], weights_only=True))
-            net.eval()
-            model.net = net
+        model.fitted = model.kind.load(model.fitted, model.config, context.artifacts)
         self.model = model
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         return self.model.predict(model_input)
 
 
-def pip_requirements() -> list[str]:
-    return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "torch", "pandas", "numpy")]
+def pip_requirements(model: TabularModel) -> list[str]:
+    names = ("mlflow", "scikit-learn", *model.kind.requirements, "pandas", "numpy")
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def save_artifacts(model: TabularModel, folder: Path) -> dict[str, str]:
+    """Write `model` for the pyfunc into the empty `folder`: its model type's files under `folder/files`, then the
+    pickle. Returns the pyfunc's artifacts (name -> path)."""
+    saved, files = model.kind.save(model.fitted, folder / "files")
+    joblib.dump(replace(model, fitted=saved), folder / "model.joblib")
+    return {"model": str(folder / "model.joblib")} | {name: str(path) for name, path in files.items()}
 
 
 def log_model(model: TabularModel, example: pd.DataFrame, tmp_dir: Path | None = None):
-    """Log `model` in the active MLflow run as `model`, and its `.pth` state dict as a run artifact.
+    """Log `model` in the active MLflow run as `model`, and its model type's files (the MLP's
+    `pytorch/model.pth`) as run artifacts too.
 
     Returns the `ModelInfo`. Call inside `mlflow.start_run()`.
     """
     import mlflow
     from mlflow.models import infer_signature
 
-    tmp = Path(tmp_dir or tempfile.mkdtemp(prefix="model-"))
-    artifacts: dict[str, str] = {}
-    to_pickle = copy.copy(model)
-    if model.model_type == "mlp":
-        import torch
-
-        pth = tmp / "model.pth"
-        torch.save(model.net.state_dict(), pth)
-        mlflow.log_artifact(str(pth), artifact_path="pytorch")
-        artifacts["state_dict"] = str(pth)
-        to_pickle.net = None  # the weights travel as the .pth, not inside the pickle
-    joblib.dump(to_pickle, tmp / "model.joblib")
-    artifacts["model"] = str(tmp / "model.joblib")
+    tmp = Path(tempfile.mkdtemp(prefix="model-", dir=tmp_dir))
+    artifacts = save_artifacts(model, tmp)
+    if (tmp / "files").is_dir():  # the model type's own files, as run artifacts too
+        mlflow.log_artifacts(str(tmp / "files"))
 
     example = model_input(example, model.schema)
     signature = infer_signature(example, model.predict(example))
@@ -71,5 +70,5 @@ def log_model(model: TabularModel, example: pd.DataFrame, tmp_dir: Path | None =
         artifacts=artifacts,
         signature=signature,
         input_example=example,
-        pip_requirements=pip_requirements(),
+        pip_requirements=pip_requirements(model),
     )

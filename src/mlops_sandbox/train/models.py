@@ -1,22 +1,77 @@
-"""Model definitions, fitting and evaluation. No MLflow here: see `mlops_sandbox.train.logging`."""
+"""What every model type shares: the `ModelType` interface, the preprocessing in front of it, the fitted
+`TabularModel`, `fit` and `evaluate`. No MLflow here (see `mlops_sandbox.train.mlflow_model`), and no model type
+either: each is one module beside this one (`linear`, `mlp`, `hist_gbt`), registered in
+`mlops_sandbox.catalog.MODEL_TYPES`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from mlops_sandbox import catalog
 from mlops_sandbox.features import derived, engineer, engineered_names
 from mlops_sandbox.schema import Schema
 
-MODEL_TYPES = ("linear", "mlp")
+
+class ModelType:
+    """A model type: how a regressor is fitted on the preprocessed matrix, how it predicts, and how it travels
+    in the logged MLflow model.
+
+    A model type module exposes `MODEL_TYPE`, an instance of a subclass that sets `name` and `description` and
+    implements `fit`. The defaults suit a picklable scikit-learn estimator; override `save`/`load` for a model
+    that travels in its own files (the MLP's `.pth`).
+
+    - `fit(x, y, config)` gets float32 features (scaled numbers, one-hot categories) and the standardised
+      target (of log(target) when `target_log` and every target is positive) and returns the fitted model;
+    - `predict(fitted, x)` returns the standardised target for each row;
+    - `config_type` is the dataclass of the type's options (None: it has none); `configure` builds one;
+    - `params(config)` are the options as MLflow run params;
+    - `save(fitted, folder)` returns what is pickled in the fitted model's place, and the files it wrote under
+      `folder` (artifact name -> path), which are logged beside the model; `load(saved, config, artifacts)` gets
+      the fitted model back from them (`artifacts`: artifact name -> local path).
+    """
+
+    name: str
+    description: str
+    target_log: bool = False  # fit on log(target) when every target is positive
+    config_type: type | None = None
+    requirements: tuple[str, ...] = ()  # distributions the logged model needs beyond scikit-learn
+
+    def configure(self, config: Any = None, *, epochs: int | None = None, seed: int | None = None) -> Any:
+        """The options to fit with: `config` if it is this type's, else the defaults, with `epochs` and `seed`
+        where the type has them (a linear fit has neither: it is closed-form)."""
+        if self.config_type is None:
+            return None
+        chosen = config if isinstance(config, self.config_type) else self.config_type()
+        given = {"epochs": epochs, "seed": seed}
+        return replace(chosen, **{f.name: given[f.name] for f in fields(chosen) if given.get(f.name) is not None})
+
+    def fit(self, x: np.ndarray, y: np.ndarray, config: Any) -> Any:
+        raise NotImplementedError
+
+    def predict(self, fitted: Any, x: np.ndarray) -> np.ndarray:
+        return fitted.predict(x)
+
+    def params(self, config: Any) -> dict[str, Any]:
+        if config is None:
+            return {}
+        return {k: "x".join(map(str, v)) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+    def save(self, fitted: Any, folder: Path) -> tuple[Any, dict[str, Path]]:
+        return fitted, {}
+
+    def load(self, saved: Any, config: Any, artifacts: Mapping[str, str]) -> Any:
+        return saved
 
 
 def build_preprocessor(schema: Schema) -> Pipeline:
@@ -59,30 +114,11 @@ def model_input(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
 
 
 @dataclass
-class MLPConfig:
-    hidden: tuple[int, ...] = (64, 32)
-    epochs: int = 80
-    learning_rate: float = 3e-3
-    batch_size: int = 256
-    weight_decay: float = 1e-4
-    seed: int = 0
-
-
-def build_mlp(n_inputs: int, hidden: tuple[int, ...]):
-    import torch.nn as nn
-
-    layers: list[nn.Module] = []
-    width = n_inputs
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.ReLU()]
-        width = size
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
-
-
-@dataclass
 class TabularModel:
-    """Preprocessor + regressor, with the target transform the regressor was trained on."""
+    """Preprocessor + the model type's fitted model, with the target transform it was trained on.
+
+    Logged MLflow models pickle this class by its path (`mlops_sandbox.train.models.TabularModel`): keep it here.
+    """
 
     schema: Schema
     model_type: str
@@ -90,10 +126,18 @@ class TabularModel:
     target_log: bool  # trained on log(target)
     target_mean: float
     target_std: float
-    regressor: Any = None  # LinearRegression for "linear"
-    net: Any = None  # torch.nn.Sequential for "mlp"
-    mlp_config: MLPConfig = field(default_factory=MLPConfig)
+    fitted: Any = None  # what the model type's `fit` returned
+    config: Any = None  # the model type's options it was fitted with (None: it has none)
     n_inputs: int = 0
+
+    @property
+    def kind(self) -> ModelType:
+        """The registered model type (`mlops_sandbox.catalog.MODEL_TYPES`) this model is."""
+        return catalog.model_type(self.model_type)
+
+    def params(self) -> dict[str, Any]:
+        """The model type's options, as MLflow run params."""
+        return self.kind.params(self.config)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions for a frame of raw records (the path training, evaluation and the pyfunc take)."""
@@ -120,66 +164,45 @@ class TabularModel:
         return np.hstack(blocks).astype(np.float32)
 
     def _regress(self, x: np.ndarray) -> np.ndarray:
-        if self.model_type == "linear":
-            scaled = self.regressor.predict(x)
-        else:
-            import torch
-
-            self.net.eval()
-            with torch.inference_mode():
-                scaled = self.net(torch.from_numpy(x)).numpy().ravel()
-        raw = scaled * self.target_std + self.target_mean
+        raw = self.kind.predict(self.fitted, x) * self.target_std + self.target_mean
         return np.exp(raw) if self.target_log else raw
 
-
-def _fit_mlp(x: np.ndarray, y: np.ndarray, config: MLPConfig):
-    import torch
-
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    net = build_mlp(x.shape[1], config.hidden)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)).unsqueeze(1)
-    loss_fn = torch.nn.MSELoss()
-    net.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(xt), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(net(xt[batch]), yt[batch])
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-    net.eval()
-    return net
+    def __setstate__(self, state: dict) -> None:
+        if "fitted" not in state:
+            # Pickled before model types were modules: a linear model kept its estimator in `regressor`; an MLP
+            # kept `net` (None in the pickle: its weights are the logged state dict) and its `mlp_config`.
+            regressor, net, mlp_config = (state.pop(k, None) for k in ("regressor", "net", "mlp_config"))
+            state["fitted"] = net if regressor is None else regressor
+            state["config"] = mlp_config if regressor is None else None
+        self.__dict__.update(state)
 
 
-def fit(train: pd.DataFrame, schema: Schema, model_type: str, mlp_config: MLPConfig | None = None) -> TabularModel:
-    """Fit a model of `model_type` on the training rows.
+def fit(
+    train: pd.DataFrame,
+    schema: Schema,
+    model_type: str,
+    config: Any = None,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+) -> TabularModel:
+    """Fit a model of the registered `model_type` (`mlops_sandbox.catalog.MODEL_TYPES`) on the training rows.
 
-    - `linear`: ordinary least squares on the raw target, the classic baseline;
-    - `mlp`: a PyTorch MLP on the log target (for positive targets), which can learn the non-linear parts.
+    `config` is the type's options (e.g. `MLPConfig`); one made for another type is not this type's, so the
+    type's defaults are used. `epochs` and `seed` replace the config's where the type has them.
     """
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {model_type!r}; choose one of {MODEL_TYPES}")
+    kind = catalog.model_type(model_type)  # a clear error naming the known ones
     if len(train) < 10:
         raise ValueError(f"too few training rows ({len(train)}); need at least 10")
+    options = kind.configure(config, epochs=epochs, seed=seed)
     y = train[schema.target.name].to_numpy(dtype=float)
     preprocessor = build_preprocessor(schema)
     x = preprocessor.fit_transform(model_input(train, schema)).astype(np.float32)
-    target_log = model_type == "mlp" and bool(np.all(y > 0))
+    target_log = kind.target_log and bool(np.all(y > 0))
     target = np.log(y) if target_log else y
     mean, std = float(target.mean()), float(target.std() or 1.0)
-    scaled = (target - mean) / std
-    model = TabularModel(schema, model_type, preprocessor, target_log, mean, std, n_inputs=x.shape[1])
-    if model_type == "linear":
-        model.regressor = LinearRegression().fit(x, scaled)
-    else:
-        model.mlp_config = mlp_config or MLPConfig()
-        model.net = _fit_mlp(x, scaled, model.mlp_config)
-    return model
+    fitted = kind.fit(x, (target - mean) / std, options)
+    return TabularModel(schema, model_type, preprocessor, target_log, mean, std, fitted, options, x.shape[1])
 
 
 def evaluate(predict, frame: pd.DataFrame, schema: Schema) -> dict[str, float]:
@@ -196,3 +219,12 @@ def evaluate(predict, frame: pd.DataFrame, schema: Schema) -> dict[str, float]:
     if np.all(y > 0):
         metrics["mape"] = float(np.mean(np.abs(pred - y) / y))
     return metrics
+
+
+def __getattr__(name: str) -> Any:
+    # Versions registered before model types were modules pickled `mlops_sandbox.train.models.MLPConfig`.
+    if name in {"MLPConfig", "build_mlp"}:
+        from mlops_sandbox.train import mlp
+
+        return getattr(mlp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,7 @@
-"""One monitoring run over a time window: the I/O around `mlops_sandbox.monitor` (S3, MLflow, DVC, Evidently)."""
+"""The monitoring step over one time window, as the `monitoring` DAG runs it (`mlops-sandbox monitor`): the
+wiring of `monitor.checks` to MLflow (the production model), DVC (its training data), S3 (`monitor.store`)
+and the Evidently UI (the scenario's project and its snapshots).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.monitor import (
-    DecayRule,
-    decay_report,
-    figures_and_reports,
-    load_actuals,
-    load_predictions,
-    status_object,
-)
+from mlops_sandbox.contracts import PRODUCTION
+from mlops_sandbox.monitor.checks import DecayRule, decay_report, figures_and_reports, status_object
+from mlops_sandbox.monitor.store import load_actuals, load_predictions, previous_status, quarantine_logs, save_status
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.storage import get_json, put_json, s3_client
+from mlops_sandbox.storage import s3_client
 
 log = logging.getLogger(__name__)
 REFERENCE_CACHE = Path(tempfile.gettempdir()) / "mlops-sandbox-reference"
-
-
-def window_key(scenario: str, start: datetime) -> str:
-    return f"{scenario}/windows/{start.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
 
 
 def production_model(settings: Settings, scenario: str) -> dict | None:
@@ -38,7 +32,7 @@ def production_model(settings: Settings, scenario: str) -> dict | None:
     client = use_tracking_server(settings)
     name = settings.model_name_for(scenario)
     try:
-        mv = client.get_model_version_by_alias(name, "production")
+        mv = client.get_model_version_by_alias(name, PRODUCTION)
     except MlflowException:
         return None
     metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
@@ -47,16 +41,14 @@ def production_model(settings: Settings, scenario: str) -> dict | None:
 
 def reference_data(settings: Settings, tags: dict) -> pd.DataFrame:
     """The production model's training rows, fetched through DVC once per data version."""
-    from mlops_sandbox.pipeline import fetch_features
-    from mlops_sandbox.versioning import DataVersion
+    from mlops_sandbox.versioning import DataVersion, pull
 
     version = DataVersion.from_tags(tags)
     cached = REFERENCE_CACHE / f"{version.md5}.parquet"
     if not cached.exists():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        table = fetch_features(settings, version)
-        table[table["split"] == "train"].to_parquet(cached, index=False)
-    return pd.read_parquet(cached)
+        pull(version, settings, cached)  # the whole feature table, as versioned
+    table = pd.read_parquet(cached)
+    return table[table["split"] == "train"].reset_index(drop=True)
 
 
 def evidently_project(settings: Settings, scenario: str):
@@ -112,16 +104,12 @@ def run_window(
     if end <= start:
         raise ValueError("the window must end after it starts")
     schema = get_schema(scenario)
-    rule = rule or DecayRule(settings.decay_max_drift_share, settings.decay_max_mae_increase)
+    rule = rule or DecayRule.from_settings(settings)
     client = s3_client(settings)
     bucket = settings.monitoring_bucket
     model = production_model(settings, scenario)
     window = load_predictions(client, settings.prediction_logs_bucket, schema, start, end)
-    for item in window.quarantined:
-        body = client.get_object(Bucket=settings.prediction_logs_bucket, Key=item["key"])["Body"].read()
-        client.put_object(Bucket=bucket, Key=f"{scenario}/quarantine/{item['key']}", Body=body)
-        put_json(client, bucket, f"{scenario}/quarantine/{item['key']}.reason.json", item)
-        log.warning("quarantined %s: %s", item["key"], item["reason"])
+    quarantine_logs(client, settings.prediction_logs_bucket, bucket, scenario, window.quarantined)
     current = window.predictions
     actuals = load_actuals(
         client, settings.prediction_logs_bucket, scenario, start, datetime.now(UTC) + timedelta(hours=1)
@@ -143,17 +131,9 @@ def run_window(
     )
     status = status_object(scenario, start, end, figures, reasons, model_info, window.quarantined, rule)
 
-    previous = get_json(client, bucket, window_key(scenario, start), missing_ok=True) or {}
+    previous = previous_status(client, bucket, scenario, start)
     status["evidently_snapshots"] = _replace_snapshots(settings, scenario, snapshots, previous)
-    put_json(client, bucket, window_key(scenario, start), status)
-    latest = get_json(client, bucket, f"{scenario}/status.json", missing_ok=True)
-    if latest is None or latest["window_end"] <= status["window_end"]:
-        put_json(client, bucket, f"{scenario}/status.json", status)
-    alert_key = f"{scenario}/alerts/{start.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
-    if reasons:
-        put_json(client, bucket, alert_key, status)
-    else:
-        client.delete_object(Bucket=bucket, Key=alert_key)  # a rerun that finds no decay withdraws the alert
+    save_status(client, bucket, scenario, start, status)
     return status
 
 

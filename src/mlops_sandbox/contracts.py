@@ -1,0 +1,271 @@
+"""The formats that stages hand each other: bucket key layouts, timestamp formats, registry alias names, and
+the prediction-log and actuals records.
+
+Every stage that writes or reads one of these imports it from here, never from the stage on the other side
+(the monitor does not import the predictor to find its logs). Changing a layout here changes it everywhere;
+objects already in the buckets keep these layouts, so change them only with a migration.
+
+Buckets (`Settings.buckets`) and what this module lays out in them:
+
+- raw-data: `<scenario>/date=<YYYY-MM-DD>/batch-<KEY_TIME>.csv`, one simulated batch each;
+- pipeline: `<scenario>/runs/<run_key>/...`, a training run's hand-overs, bad rows under `quarantine/`;
+- prediction-logs: `<scenario>/predictions/date=<YYYY-MM-DD>/hour=<HH>/<LOG_TIME>-<unique>.jsonl`
+  (captured requests) and the same under `<scenario>/actuals/` (ground truth), JSON Lines;
+- monitoring: `<scenario>/status.json` (the newest window), `windows/<KEY_TIME>.json`,
+  `alerts/<KEY_TIME>.json` (windows that decayed), `decisions/<KEY_TIME>-v<version>.json` (challenges),
+  `quarantine/<prediction-log key>` with a `.reason.json` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict
+
+# --- registry aliases --------------------------------------------------------------------------------------
+STAGING = "staging"
+PRODUCTION = "production"  # the version the prediction service serves and the monitor watches
+ALIASES = (STAGING, PRODUCTION)  # in promotion order
+
+# --- timestamp formats (always UTC) ------------------------------------------------------------------------
+KEY_TIME_FORMAT = "%Y%m%dT%H%M%SZ"  # in raw batch, window, alert and decision keys, and record ids: sorts by time
+LOG_TIME_FORMAT = "%Y%m%dT%H%M%S"  # at the start of prediction-log and actuals file names
+PARTITION_DATE_FORMAT = "%Y-%m-%d"  # the `date=` partition
+PARTITION_HOUR_FORMAT = "%H"  # the `hour=` partition
+# Record timestamps (`timestamp`, `observed_at`) are ISO 8601 with the UTC offset: `record_time()`.
+
+
+def key_time(when: datetime) -> str:
+    """`when` as it stands in keys: `20260101T003000Z`."""
+    return when.astimezone(UTC).strftime(KEY_TIME_FORMAT)
+
+
+def parse_key_time(text: str) -> datetime:
+    """The UTC time of a `key_time()` stamp."""
+    return datetime.strptime(text, KEY_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def log_time(when: datetime) -> str:
+    """`when` as it starts a prediction-log or actuals file name: `20260101T003000`."""
+    return when.astimezone(UTC).strftime(LOG_TIME_FORMAT)
+
+
+def parse_log_time(text: str) -> datetime:
+    """The UTC time of a `log_time()` stamp."""
+    return datetime.strptime(text, LOG_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def record_time(when: datetime) -> str:
+    """`when` as a record carries it: ISO 8601 in UTC (`2026-01-01T00:30:00.123456+00:00`)."""
+    return when.astimezone(UTC).isoformat()
+
+
+def parse_record_time(text: str) -> datetime:
+    """The time of a `record_time()` string."""
+    return datetime.fromisoformat(text)
+
+
+def _partition(when: datetime) -> str:
+    when = when.astimezone(UTC)
+    return f"date={when:{PARTITION_DATE_FORMAT}}/hour={when:{PARTITION_HOUR_FORMAT}}/"
+
+
+# --- raw-data bucket ---------------------------------------------------------------------------------------
+def raw_batches_prefix(scenario: str) -> str:
+    return f"{scenario}/"
+
+
+def raw_batch_key(scenario: str, when: datetime) -> str:
+    """Where a batch lives: partitioned by scenario and day, named by its time (a time maps to one key)."""
+    return f"{scenario}/date={when.astimezone(UTC):{PARTITION_DATE_FORMAT}}/batch-{key_time(when)}.csv"
+
+
+def raw_batch_name(key: str) -> str:
+    """A batch key's file name, `batch-<KEY_TIME>.csv`: names sort by batch time."""
+    return key.rsplit("/", 1)[-1]
+
+
+def raw_batch_time(key: str) -> datetime:
+    """The simulated time a batch key names."""
+    return parse_key_time(raw_batch_name(key).removeprefix("batch-").removesuffix(".csv"))
+
+
+def raw_batch_keys(keys: Iterable[str]) -> list[str]:
+    """The batch keys among `keys` (listed under `raw_batches_prefix`), oldest first."""
+    return sorted((k for k in keys if k.endswith(".csv")), key=raw_batch_name)
+
+
+# --- pipeline bucket ---------------------------------------------------------------------------------------
+def run_key(run_id: str) -> str:
+    """A run id made safe for object keys and tags (`manual__2026-01-01T00:00:00+00:00` -> `manual__2026-...`)."""
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")
+    if not key:
+        raise ValueError(f"run id {run_id!r} has nothing usable in it")
+    return key
+
+
+def run_prefix(scenario: str, run_id: str) -> str:
+    """A training run's folder (no trailing slash): its steps hand over through objects under it."""
+    return f"{scenario}/runs/{run_key(run_id)}"
+
+
+def run_quarantine_prefix(scenario: str, run_id: str) -> str:
+    """Where a run's validation puts the rows it refused (`report.json`, `violations.csv`)."""
+    return f"{run_prefix(scenario, run_id)}/quarantine/"
+
+
+# --- prediction-logs bucket --------------------------------------------------------------------------------
+PREDICTIONS = "predictions"  # captured requests
+ACTUALS = "actuals"  # ground truth, published later
+LOG_KINDS = (PREDICTIONS, ACTUALS)
+
+
+def log_prefix(scenario: str, kind: str = PREDICTIONS) -> str:
+    """`<scenario>/predictions/` (captured requests) or `<scenario>/actuals/` (ground truth)."""
+    if kind not in LOG_KINDS:
+        raise ValueError(f"unknown log kind {kind!r}; known: {LOG_KINDS}")
+    return f"{scenario}/{kind}/"
+
+
+def log_key(scenario: str, kind: str, when: datetime, unique: str) -> str:
+    """A JSON Lines file of `kind` whose first record is at `when`; `unique` keeps writers apart."""
+    return f"{log_prefix(scenario, kind)}{_partition(when)}{log_time(when)}-{unique}.jsonl"
+
+
+def log_hour_prefixes(scenario: str, kind: str, start: datetime, end: datetime) -> list[str]:
+    """The date/hour partitions that can hold records of [start, end)."""
+    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    prefixes = []
+    while hour < end:
+        prefixes.append(f"{log_prefix(scenario, kind)}{_partition(hour)}")
+        hour += timedelta(hours=1)
+    return prefixes
+
+
+def to_jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """Records as the bucket keeps them: JSON Lines, compact, one record a line."""
+    return ("\n".join(json.dumps(r, separators=(",", ":"), default=str) for r in rows) + "\n").encode()
+
+
+class PredictionLogRecord(TypedDict):
+    """One captured prediction: one line of a prediction log (one row of a request's batch)."""
+
+    request_id: str  # X-Request-ID, or a UUID the service made; actuals refer to it
+    row: int  # the record's place in the request's batch
+    timestamp: str  # record_time() of the answer
+    model_name: str
+    model_version: str
+    inputs: dict[str, Any]  # the record as validated, by feature name
+    prediction: float
+    latency_ms: float  # of the whole request; readers do not need it
+
+
+PREDICTION_LOG_FIELDS: tuple[str, ...] = tuple(PredictionLogRecord.__annotations__)
+PREDICTION_LOG_REQUIRED: tuple[str, ...] = tuple(f for f in PREDICTION_LOG_FIELDS if f != "latency_ms")
+
+
+def prediction_log_record(
+    request_id: str,
+    row: int,
+    timestamp: datetime,
+    model_name: str,
+    model_version: str,
+    inputs: dict[str, Any],
+    prediction: float,
+    latency_ms: float,
+) -> PredictionLogRecord:
+    """The record the prediction service captures for one predicted row (row `row` of its request)."""
+    (record,) = prediction_log_records(
+        request_id, model_name, model_version, [inputs], [prediction], latency_ms, timestamp
+    )
+    return {**record, "row": row}
+
+
+def prediction_log_records(
+    request_id: str,
+    model_name: str,
+    model_version: str,
+    inputs: Sequence[dict[str, Any]],
+    predictions: Iterable[float],
+    latency_ms: float,
+    timestamp: datetime | None = None,
+) -> list[PredictionLogRecord]:
+    """The records of one answered request: one per row, all stamped `timestamp` (default: now).
+
+    The prediction service's hot path: the time is formatted once per request, not once per row.
+    """
+    stamp = record_time(timestamp or datetime.now(UTC))
+    return [
+        {
+            "request_id": request_id,
+            "row": i,
+            "timestamp": stamp,
+            "model_name": model_name,
+            "model_version": model_version,
+            "inputs": record,
+            "prediction": float(prediction),
+            "latency_ms": latency_ms,
+        }
+        for i, (record, prediction) in enumerate(zip(inputs, predictions, strict=True))
+    ]
+
+
+class ActualRecord(TypedDict):
+    """The real outcome of a prediction, known later: one line of an actuals file."""
+
+    request_id: str
+    actual: float
+    observed_at: str  # record_time() of when it became known
+
+
+ACTUAL_FIELDS: tuple[str, ...] = tuple(ActualRecord.__annotations__)
+
+
+def actual_record(request_id: str, actual: float, observed_at: datetime | None = None) -> ActualRecord:
+    """The ground truth of request `request_id`, observed at `observed_at` (default: now)."""
+    return {
+        "request_id": request_id,
+        "actual": actual,
+        "observed_at": record_time(observed_at or datetime.now(UTC)),
+    }
+
+
+# --- monitoring bucket -------------------------------------------------------------------------------------
+def status_key(scenario: str) -> str:
+    """The status of the newest monitored window."""
+    return f"{scenario}/status.json"
+
+
+def window_key(scenario: str, start: datetime) -> str:
+    """The status of the window that starts at `start` (a rerun overwrites it)."""
+    return f"{scenario}/windows/{key_time(start)}.json"
+
+
+def alerts_prefix(scenario: str) -> str:
+    return f"{scenario}/alerts/"
+
+
+def alert_key(scenario: str, start: datetime) -> str:
+    """The status of a window that decayed, named by its start, so the newest alert sorts last."""
+    return f"{alerts_prefix(scenario)}{key_time(start)}.json"
+
+
+def decisions_prefix(scenario: str) -> str:
+    return f"{scenario}/decisions/"
+
+
+def decision_key(scenario: str, when: datetime, challenger: str) -> str:
+    """A challenger-against-champion decision, made at `when`."""
+    return f"{decisions_prefix(scenario)}{key_time(when)}-v{challenger}.json"
+
+
+def quarantined_log_key(scenario: str, key: str) -> str:
+    """Where the monitor keeps a copy of the prediction log at `key` that it could not read."""
+    return f"{scenario}/quarantine/{key}"
+
+
+def quarantine_reason_key(scenario: str, key: str) -> str:
+    """Why the prediction log at `key` was quarantined (`{"key", "reason"}`)."""
+    return f"{quarantined_log_key(scenario, key)}.reason.json"

@@ -1,0 +1,34 @@
+"""What the routes depend on, read from `app.state` (set once by `create_app`) and overridable in tests.
+
+Each provider is `async` so that FastAPI awaits it on the event loop: a plain `def` dependency would cost a
+thread-pool hop on every request. A test swaps one with `app.dependency_overrides[get_production] = ...`.
+Overrides reach the routes only: the lifespan (registry poller, capture writer) uses `app.state` itself.
+"""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from mlops_sandbox.config import Settings
+from mlops_sandbox.serve.capture import PredictionCapture
+from mlops_sandbox.serve.model import ProductionModel
+
+
+async def get_service_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    return request.app.state.settings
+
+
+async def get_production(request: Request) -> ProductionModel:
+    """The holder of the served model (`.current`), which the poller and `/reload` refresh."""
+    return request.app.state.production
+
+
+async def get_capture(request: Request) -> PredictionCapture | None:
+    """Where predictions are captured; None when capture is off."""
+    return request.app.state.capture
+
+
+SettingsDep = Annotated[Settings, Depends(get_service_settings)]
+ProductionDep = Annotated[ProductionModel, Depends(get_production)]
+CaptureDep = Annotated[PredictionCapture | None, Depends(get_capture)]

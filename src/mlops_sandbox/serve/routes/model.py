@@ -1,0 +1,43 @@
+"""`GET /model` (the served version and its lineage) and `POST /reload` (look the alias up now)."""
+
+import asyncio
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException
+
+from mlops_sandbox.serve.deps import ProductionDep, SettingsDep
+from mlops_sandbox.serve.reload import signal_reload
+
+router = APIRouter()
+
+
+@router.get("/model")
+def model_info(production: ProductionDep) -> dict[str, Any]:
+    """The served version: alias, run id, data lineage, and when it was loaded."""
+    current = production.current
+    if current is None:
+        raise HTTPException(status_code=503, detail=production.last_error or "no production model loaded")
+    return current.info()
+
+
+@router.post("/reload")
+async def reload(
+    production: ProductionDep,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Look the `production` alias up now (every worker), instead of at the next poll. Needs the token."""
+    expected = f"Bearer {settings.predictor_reload_token}"
+    if not settings.predictor_reload_token:
+        raise HTTPException(status_code=403, detail="reload is disabled: PREDICTOR_RELOAD_TOKEN is empty")
+    if authorization is None or not secrets.compare_digest(authorization, expected):
+        raise HTTPException(status_code=401, detail="send 'Authorization: Bearer <PREDICTOR_RELOAD_TOKEN>'")
+    signal_reload()
+    changed = await asyncio.to_thread(production.refresh)
+    current = production.current
+    return {
+        "reloaded": changed,
+        "model_version": current.version if current else None,
+        "detail": production.last_error,
+    }

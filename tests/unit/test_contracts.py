@@ -1,0 +1,91 @@
+"""The formats stages share: the layouts of objects already in the buckets must not move, and what one stage
+writes, the other reads."""
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from mlops_sandbox import contracts
+
+pytestmark = pytest.mark.unit
+
+T = datetime(2026, 3, 1, 7, 5, 9, 123456, tzinfo=UTC)
+PARIS = timezone(timedelta(hours=1))
+
+
+def test_key_layouts_are_the_ones_in_the_buckets():
+    assert contracts.raw_batch_key("house_prices", T) == "house_prices/date=2026-03-01/batch-20260301T070509Z.csv"
+    assert contracts.run_prefix("house_prices", "manual__2026-03-01T07:05:09+00:00") == (
+        "house_prices/runs/manual__2026-03-01T07-05-09-00-00"
+    )
+    assert contracts.run_quarantine_prefix("house_prices", "r1") == "house_prices/runs/r1/quarantine/"
+    assert contracts.log_key("house_prices", contracts.ACTUALS, T, "abc") == (
+        "house_prices/actuals/date=2026-03-01/hour=07/20260301T070509-abc.jsonl"
+    )
+    assert contracts.status_key("house_prices") == "house_prices/status.json"
+    assert contracts.window_key("house_prices", T) == "house_prices/windows/20260301T070509Z.json"
+    assert contracts.alert_key("house_prices", T) == "house_prices/alerts/20260301T070509Z.json"
+    assert contracts.decision_key("house_prices", T, "3") == "house_prices/decisions/20260301T070509Z-v3.json"
+    log = "house_prices/predictions/date=2026-03-01/hour=07/x.jsonl"
+    assert contracts.quarantine_reason_key("house_prices", log) == f"house_prices/quarantine/{log}.reason.json"
+
+
+def test_keys_are_in_utc_whatever_the_zone_of_the_time():
+    local = T.astimezone(PARIS)  # 08:05 in Paris
+    assert contracts.raw_batch_key("house_prices", local) == contracts.raw_batch_key("house_prices", T)
+    assert contracts.log_key("house_prices", contracts.PREDICTIONS, local, "x") == contracts.log_key(
+        "house_prices", contracts.PREDICTIONS, T, "x"
+    )
+
+
+def test_timestamps_round_trip():
+    whole = T.replace(microsecond=0)
+    assert contracts.parse_key_time(contracts.key_time(T)) == whole
+    assert contracts.parse_log_time(contracts.log_time(T)) == whole
+    assert contracts.parse_record_time(contracts.record_time(T.astimezone(PARIS))) == T
+    assert contracts.raw_batch_time(contracts.raw_batch_key("house_prices", T)) == whole
+
+
+def test_raw_batches_sort_by_time_and_other_objects_are_left_out():
+    keys = [contracts.raw_batch_key("house_prices", T + timedelta(hours=h)) for h in (30, 1, 5)]
+    assert contracts.raw_batch_keys([*keys, "house_prices/notes.txt"]) == [keys[1], keys[2], keys[0]]
+
+
+def test_log_partitions_cover_the_hours_of_a_window():
+    prefixes = contracts.log_hour_prefixes("house_prices", contracts.PREDICTIONS, T, T + timedelta(hours=1))
+    assert prefixes == [
+        "house_prices/predictions/date=2026-03-01/hour=07/",
+        "house_prices/predictions/date=2026-03-01/hour=08/",
+    ]
+    with pytest.raises(ValueError, match="unknown log kind"):
+        contracts.log_prefix("house_prices", "prediction")
+
+
+def test_prediction_log_lines_keep_the_format_of_existing_logs():
+    records = contracts.prediction_log_records(
+        "req-1", "house-prices", "3", [{"area": 80}, {"area": 95}], [1, 2.5], 4.2, T
+    )
+    line = contracts.to_jsonl(records).splitlines()[1].decode()
+    assert line == (
+        '{"request_id":"req-1","row":1,"timestamp":"2026-03-01T07:05:09.123456+00:00","model_name":"house-prices",'
+        '"model_version":"3","inputs":{"area":95},"prediction":2.5,"latency_ms":4.2}'
+    )
+    assert tuple(json.loads(line)) == contracts.PREDICTION_LOG_FIELDS
+    assert "latency_ms" not in contracts.PREDICTION_LOG_REQUIRED
+    with pytest.raises(ValueError):
+        contracts.prediction_log_records("req-2", "house-prices", "3", [{"area": 80}], [1, 2], 1.0)
+
+
+def test_actual_records():
+    record = contracts.actual_record("req-1", 250_000.0, T)
+    assert json.loads(contracts.to_jsonl([record])) == {
+        "request_id": "req-1",
+        "actual": 250_000.0,
+        "observed_at": "2026-03-01T07:05:09.123456+00:00",
+    }
+    assert tuple(record) == contracts.ACTUAL_FIELDS
+
+
+def test_aliases_in_promotion_order():
+    assert contracts.ALIASES == ("staging", "production") == (contracts.STAGING, contracts.PRODUCTION)
