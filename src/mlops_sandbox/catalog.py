@@ -21,6 +21,7 @@ SECTORS: dict[str, str] = {
 MODEL_TYPES: dict[str, str] = {
     "linear": "mlops_sandbox.train.linear",
     "mlp": "mlops_sandbox.train.mlp",
+    "hist_gbt": "mlops_sandbox.train.hist_gbt",
 }
 DEFAULT_SECTOR = "house_prices"
 DEFAULT_MODEL_TYPE = "mlp"
