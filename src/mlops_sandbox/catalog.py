@@ -17,6 +17,7 @@ from typing import Any
 SECTORS: dict[str, str] = {
     "house_prices": "mlops_sandbox.sectors.house_prices",
     "delivery_delay": "mlops_sandbox.sectors.delivery_delay",
+    "energy_demand": "mlops_sandbox.sectors.energy_demand",
 }
 MODEL_TYPES: dict[str, str] = {
     "linear": "mlops_sandbox.train.linear",
