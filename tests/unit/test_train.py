@@ -74,6 +74,8 @@ def test_options_go_to_the_model_types_that_have_them(table):
     }
     # one config for whichever type (as the pipeline passes it): a linear fit has no options, trees no epochs
     assert fit(train, HOUSE_PRICES, "linear", MLPConfig(epochs=2), epochs=2).params() == {}
+    trees = fit(train, HOUSE_PRICES, "hist_gbt", MLPConfig(epochs=2), epochs=2, seed=1).params()
+    assert trees["max_iter"] == 200 and trees["seed"] == 1 and "epochs" not in trees
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
