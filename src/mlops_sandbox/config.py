@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     model_poll_seconds: float = 30.0
     predictor_reload_token: str = "mlops-sandbox-reload"
     predictor_max_batch: int = 10_000
+    # A request body above this many bytes gets 413 before it is read or parsed.
+    predictor_max_body_bytes: int = 8 * 2**20
     predictor_workers: int = 2  # the service's worker processes (uvicorn --workers); /health reports it
     # Prediction capture (mlops_sandbox.serve.capture).
     capture_enabled: bool = True

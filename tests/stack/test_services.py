@@ -146,6 +146,21 @@ def test_predictor_without_a_production_model_answers_503(settings):
     assert "No production model yet" in resp.json()["detail"]
 
 
+def test_predictor_refuses_a_48_mb_body_with_a_short_413_and_stays_up(settings):
+    body = json.dumps([EXAMPLES["house_prices"]] * 200_000).encode()  # ~46 MiB: over PREDICTOR_MAX_BODY_BYTES
+    resp = requests.post(
+        f"{settings.predictor_url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=120
+    )
+    assert resp.status_code == 413 and len(resp.content) < 10_000
+    assert "PREDICTOR_MAX_BODY_BYTES" in resp.json()["detail"]
+    assert requests.get(f"{settings.predictor_url}/health", timeout=30).json()["status"] == "ok"
+    # a non-ASCII token is a wrong token (401), not a server error
+    reload = requests.post(
+        f"{settings.predictor_url}/reload", headers={"Authorization": "Bearer sécret".encode()}, timeout=30
+    )
+    assert reload.status_code == 401
+
+
 # --- Evidently --------------------------------------------------------------------------------------
 def test_evidently_ui_api_answers(settings):
     version = requests.get(f"{settings.evidently_url}/api/version", timeout=30).json()

@@ -162,7 +162,59 @@ def test_nan_is_refused():
 def test_batches_are_capped():
     with _client(FixedRegistry("house-prices", "http://unused"), predictor_max_batch=3) as client:
         assert client.post("/predict", json=[RECORD] * 3).status_code == 200
-        assert client.post("/predict", json=[RECORD] * 4).status_code == 422
+        over = client.post("/predict", json=[RECORD] * 4)
+        assert over.status_code == 413 and over.json() == {"detail": "a batch holds at most 3 records"}
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed():
+    with _client(FixedRegistry("house-prices", "http://unused"), predictor_max_body_bytes=10_000) as client:
+        assert client.post("/predict", json=[RECORD] * 3).status_code == 200
+        big = json.dumps([RECORD] * 200).encode()  # ~60 kB, declared in Content-Length
+        resp = client.post("/predict", content=big, headers={"Content-Type": "application/json"})
+        assert resp.status_code == 413 and len(resp.content) < 200
+        assert "PREDICTOR_MAX_BODY_BYTES" in resp.json()["detail"]
+
+        def chunks():  # streamed, with no Content-Length: counted as it arrives
+            for _ in range(200):
+                yield json.dumps(RECORD).encode()
+
+        streamed = client.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
+        assert streamed.status_code == 413
+
+
+def test_numbers_must_be_json_numbers():
+    with _client(FixedRegistry("house-prices", "http://unused")) as client:
+        for field, value in (("bedrooms", True), ("area", "5500"), ("parking", "1")):
+            resp = client.post("/predict", json={**RECORD, field: value})
+            assert resp.status_code == 422, (field, value)
+            (error,) = resp.json()["detail"]
+            assert error["loc"][-1] == field and "must be a JSON number" in error["msg"]
+        assert client.post("/predict", json={**RECORD, "bedrooms": 3.0}).status_code == 200  # an integral number
+
+
+def test_a_422_names_only_the_branch_that_applies_and_stays_small():
+    with _client(FixedRegistry("house-prices", "http://unused")) as client:
+        one = client.post("/predict", json={**RECORD, "area": "huge"}).json()["detail"]
+        assert [e["loc"] for e in one] == [["body", "record", "area"]]  # no "Input should be a valid list"
+        rows = client.post("/predict", json=[RECORD, {**RECORD, "stories": 99}]).json()["detail"]
+        assert [e["loc"] for e in rows] == [["body", "batch", 1, "stories"]]  # the row and the field
+        junk = [{"area": "x" * 300, "nested": {"deep": list(range(100))}}] * 2000
+        resp = client.post("/predict", json=junk)
+        assert resp.status_code == 422 and len(resp.content) < 10_000
+        assert resp.json()["more_errors"] > 0 and "x" * 100 not in resp.text
+
+
+def test_reload_with_a_non_ascii_authorization_is_401(app):
+    app.dependency_overrides[deps.get_service_settings] = lambda: _settings(predictor_reload_token="s3cret")
+    resp = TestClient(app).post("/reload", headers={"Authorization": "Bearer sécret".encode("latin-1")})
+    assert resp.status_code == 401
+
+
+def test_openapi_lists_every_status_the_routes_answer():
+    with _client(FixedRegistry("house-prices", "http://unused")) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"200", "413", "422", "503"} <= set(paths["/predict"]["post"]["responses"])
+        assert {"200", "401", "403"} <= set(paths["/reload"]["post"]["responses"])
 
 
 def test_model_reports_version_and_lineage(app):

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,12 +36,74 @@ def _json_safe(value: Any) -> Any:
         return repr(value)
 
 
+MAX_ERRORS = 50  # a 422 names at most this many bad fields, and says how many more there were
+MAX_INPUT_CHARS = 80  # and echoes at most this much of each bad value
+
+
+def _echo(value: Any) -> Any:
+    """What a 422 shows of a bad value: a number or a short string as it was, never a whole object or list."""
+    if isinstance(value, dict | list):
+        return f"<{type(value).__name__} of {len(value)}>"
+    value = _json_safe(value)
+    return value if not isinstance(value, str) or len(value) <= MAX_INPUT_CHARS else value[:MAX_INPUT_CHARS] + "..."
+
+
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with one message per field, even when the input echoed back is not valid JSON (NaN)."""
-    errors = [{**err, "input": _json_safe(err.get("input"))} for err in exc.errors()]
-    return JSONResponse(
-        status_code=422, content={"detail": jsonable_encoder(errors, custom_encoder={float: _json_safe})}
-    )
+    """422 naming each bad field and row (capped in number and size), or 413 for a batch over its cap."""
+    errors = exc.errors()
+    too_long = [err for err in errors if err["type"] == "too_long" and tuple(err["loc"]) == ("body", "batch")]
+    if too_long:
+        limit = too_long[0].get("ctx", {}).get("max_length")
+        return JSONResponse(status_code=413, content={"detail": f"a batch holds at most {limit} records"})
+    shown = [
+        {"type": err["type"], "loc": list(err["loc"]), "msg": err["msg"], "input": _echo(err.get("input"))}
+        for err in errors[:MAX_ERRORS]
+    ]
+    content: dict[str, Any] = {"detail": jsonable_encoder(shown, custom_encoder={float: _json_safe})}
+    if len(errors) > MAX_ERRORS:
+        content["more_errors"] = len(errors) - MAX_ERRORS
+    return JSONResponse(status_code=422, content=content)
+
+
+class BodyLimit:
+    """413 for a request body over `max_bytes`, before it is parsed: at once when Content-Length says so, and
+    as soon as a streamed (chunked) body goes over. Pure ASGI, so it costs nothing on a normal request."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._too_large(receive, send)
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # FastAPI reads the body before the route runs, and passes an HTTPException through as it is
+                raise HTTPException(status_code=413, detail=self._detail())
+            return message
+
+        return await self.app(scope, counted, send)
+
+    def _detail(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes (PREDICTOR_MAX_BODY_BYTES)"
+
+    async def _too_large(self, receive, send) -> None:
+        # Read what the client is still sending and drop it, chunk by chunk (nothing is kept or parsed), so that
+        # it gets to read this answer instead of a connection reset halfway through its upload.
+        message = {"more_body": True}
+        while message.get("more_body") and message.get("type") != "http.disconnect":
+            message = await receive()
+        body = json.dumps({"detail": self._detail()}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def s3_capture(settings: Settings) -> PredictionCapture:
@@ -111,6 +173,7 @@ def create_app(
     app.state.production = production
     app.state.capture = capture
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.predictor_max_body_bytes)
     app.mount(docs.ASSETS_PATH, docs.assets(), "docs-assets")
     app.include_router(docs.router)
     app.include_router(health.router)

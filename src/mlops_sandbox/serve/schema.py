@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from mlops_sandbox import catalog
 from mlops_sandbox.schema import Column, Schema
@@ -13,13 +13,23 @@ from mlops_sandbox.schema import Column, Schema
 EXAMPLES: dict[str, dict[str, Any]] = {name: catalog.sector(name).example for name in catalog.SECTORS}
 
 
+def _a_number(value: Any) -> Any:
+    """JSON numbers only: pydantic's lax mode would take `true` as 1 and `"5500"` as 5500."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"must be a JSON number, not {type(value).__name__}")
+    return value
+
+
+NUMBER = BeforeValidator(_a_number)
+
+
 def _field_type(column: Column):
     bounds = {"ge": column.minimum, "le": column.maximum, "description": column.description or None}
     if column.kind == "category":
         return Annotated[Literal[column.categories], Field(description=column.description or None)]  # type: ignore[valid-type]
     if column.kind == "int":
-        return Annotated[int, Field(**bounds)]
-    return Annotated[float, Field(allow_inf_nan=False, **bounds)]
+        return Annotated[int, NUMBER, Field(**bounds)]
+    return Annotated[float, NUMBER, Field(allow_inf_nan=False, **bounds)]
 
 
 def record_model(schema: Schema) -> type[BaseModel]:

@@ -21,7 +21,13 @@ def model_info(production: ProductionDep) -> dict[str, Any]:
     return current.info()
 
 
-@router.post("/reload")
+@router.post(
+    "/reload",
+    responses={
+        401: {"description": "No or a wrong `Authorization: Bearer <PREDICTOR_RELOAD_TOKEN>`"},
+        403: {"description": "Reload is disabled (PREDICTOR_RELOAD_TOKEN is empty)"},
+    },
+)
 async def reload(
     production: ProductionDep,
     settings: SettingsDep,
@@ -31,7 +37,8 @@ async def reload(
     expected = f"Bearer {settings.predictor_reload_token}"
     if not settings.predictor_reload_token:
         raise HTTPException(status_code=403, detail="reload is disabled: PREDICTOR_RELOAD_TOKEN is empty")
-    if authorization is None or not secrets.compare_digest(authorization, expected):
+    # as bytes: compare_digest raises on a str with non-ASCII characters, which a client can send
+    if authorization is None or not secrets.compare_digest(authorization.encode(), expected.encode()):
         raise HTTPException(status_code=401, detail="send 'Authorization: Bearer <PREDICTOR_RELOAD_TOKEN>'")
     signal_reload()
     changed = await asyncio.to_thread(production.refresh)

@@ -6,10 +6,10 @@ makes the route for one app; what the route does is `predict`, a module-level fu
 
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from mlops_sandbox.config import Settings
 from mlops_sandbox.contracts import PRODUCTION, prediction_log_records
@@ -62,17 +62,31 @@ def predict(
     )
 
 
+# What /predict answers besides 200 and 422, in its OpenAPI document.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "The body is larger than PREDICTOR_MAX_BODY_BYTES, or the batch than its cap"},
+    503: {"description": "No production model is served yet"},
+}
+
+
+def one_or_many(body: Any) -> str:
+    """Which branch of the body to validate: a list is a batch, anything else one record. Only that branch's
+    errors are reported (not also "Input should be a valid list" for a bad single record)."""
+    return "batch" if isinstance(body, list) else "record"
+
+
 def router(record: type[BaseModel], max_batch: int) -> APIRouter:
     """The `/predict` route for bodies of one `record`, or a list of 1 to `max_batch` of them."""
     batch = Annotated[list[record], Field(min_length=1, max_length=max_batch)]  # type: ignore[valid-type]
     example = record.model_json_schema()["examples"][0]
     body_type = Annotated[
-        record | batch,  # type: ignore[valid-type]
+        Annotated[record, Tag("record")] | Annotated[batch, Tag("batch")],  # type: ignore[valid-type]
+        Discriminator(one_or_many),
         Body(openapi_examples={"one record": {"value": example}, "a batch": {"value": [example] * 2}}),
     ]
     predict_router = APIRouter()
 
-    @predict_router.post("/predict", response_model=PredictResponse, name="predict")
+    @predict_router.post("/predict", response_model=PredictResponse, name="predict", responses=ERRORS)
     def predict_route(
         response: Response,
         body: body_type,  # type: ignore[valid-type]
