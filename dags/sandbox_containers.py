@@ -40,6 +40,7 @@ PUBLIC_ENV_KEYS = (
     "PROMOTION_MIN_R2",
     "PROMOTION_MAX_MAPE",
     "PROMOTION_TOLERANCE",
+    "MLFLOW_DISABLE_TELEMETRY",
 )
 # The S3 keys, by the key that holds each in the Kubernetes Secret (the MinIO root user, as in .env).
 SECRET_ENV_SOURCE_KEYS = {"S3_ACCESS_KEY_ID": "MINIO_ROOT_USER", "S3_SECRET_ACCESS_KEY": "MINIO_ROOT_PASSWORD"}
