@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -255,6 +257,17 @@ def _catalog(_: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Start the prediction service: an empty metrics folder for its workers, then uvicorn in this process."""
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/prometheus-multiproc"))
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counts of a previous run (a restarted container) start over
+    metrics_dir.mkdir(parents=True)
+    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "mlops_sandbox.serve.app:app"]
+    options = ["--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    # then SIGTERM stops waiting for open connections, leaving time to ship the capture (stop grace: 30 s)
+    os.execv(sys.executable, [*uvicorn, *options, "--timeout-graceful-shutdown", "20"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlops_sandbox import catalog
     from mlops_sandbox.contracts import ALIASES
@@ -267,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--scenario", choices=sorted(catalog.SECTORS), default=catalog.DEFAULT_SECTOR)
 
     sub.add_parser("catalog", help="the registered sectors and model types").set_defaults(func=_catalog)
+    serve = sub.add_parser("serve", help="the prediction service (uvicorn workers sharing one metrics folder)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("PREDICTOR_WORKERS", "2")))
+    serve.set_defaults(func=_serve)
     sub.add_parser("init-buckets", help="create the stack's S3 buckets (idempotent)").set_defaults(func=_init_buckets)
     sub.add_parser("check-stack", help="check that MinIO buckets and MLflow answer").set_defaults(func=_check_stack)
 

@@ -78,9 +78,9 @@ class Settings(BaseSettings):
     predictor_workers: int = 2  # the service's worker processes (uvicorn --workers); /health reports it
     # Prediction capture (mlops_sandbox.serve.capture).
     capture_enabled: bool = True
-    capture_batch_records: int = 1000
-    capture_flush_seconds: float = 5.0
-    capture_max_buffer: int = 20_000
+    capture_batch_records: int = 1000  # a spool segment is shipped after this many records
+    capture_flush_seconds: float = 5.0  # or after this many seconds
+    capture_spool_max_bytes: int = 1 << 30  # past this, /predict answers 503 rather than capture nothing
     capture_spool_dir: str = "/data/spool"
 
     # Evidently UI.

@@ -18,11 +18,12 @@ Buckets (`Settings.buckets`) and what this module lays out in them:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
+
+import msgspec
 
 # --- registry aliases --------------------------------------------------------------------------------------
 STAGING = "staging"
@@ -144,9 +145,13 @@ def log_hour_prefixes(scenario: str, kind: str, start: datetime, end: datetime) 
     return prefixes
 
 
+_jsonl = msgspec.json.Encoder(enc_hook=str)
+
+
 def to_jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """Records as the bucket keeps them: JSON Lines, compact, one record a line."""
-    return ("\n".join(json.dumps(r, separators=(",", ":"), default=str) for r in rows) + "\n").encode()
+    """Records as the bucket keeps them: JSON Lines, compact, UTF-8, one record a line, each ending in a newline.
+    A value JSON has no type for is written as its `str()`."""
+    return _jsonl.encode_lines(rows)
 
 
 class PredictionLogRecord(TypedDict):

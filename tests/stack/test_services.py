@@ -143,7 +143,10 @@ def test_predictor_without_a_production_model_answers_503(settings):
     assert health["status"] == "ok" and health["model_loaded"] is False
     resp = requests.post(f"{settings.predictor_url}/predict", json=EXAMPLES["house_prices"], timeout=30)
     assert resp.status_code == 503
-    assert "No production model yet" in resp.json()["detail"]
+    assert (
+        "No production model is served: no version of model 'house-prices' has the alias 'production' yet"
+        in (resp.json()["detail"])
+    )
 
 
 def test_predictor_refuses_a_48_mb_body_with_a_short_413_and_stays_up(settings):

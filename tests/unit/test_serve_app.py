@@ -1,5 +1,6 @@
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -58,7 +59,9 @@ class Uploads(dict):
 class Captured(list):
     """Stands in for a PredictionCapture: keeps what the service logs."""
 
-    def log(self, rows: list[dict]) -> None:
+    def log(self, lines: bytes, count: int) -> None:
+        rows = [json.loads(line) for line in lines.splitlines()]
+        assert len(rows) == count and lines.endswith(b"\n")
         self.extend(rows)
 
 
@@ -87,7 +90,7 @@ def app() -> FastAPI:
 
 def test_every_prediction_is_captured_with_request_model_inputs_output_and_latency(tmp_path):
     uploads = Uploads()
-    capture = PredictionCapture(uploads, tmp_path, "house_prices", batch_records=100, flush_seconds=60)
+    capture = PredictionCapture(uploads, tmp_path, "house_prices", segment_records=100, segment_seconds=60)
     with _client(FixedRegistry("house-prices", "http://unused"), capture) as client:
         client.post("/predict", json=RECORD, headers={"X-Request-ID": "one"})
         client.post("/predict", json=[RECORD, {**RECORD, "area": 1000.0}], headers={"X-Request-ID": "two"})
@@ -112,7 +115,7 @@ def test_without_a_production_model_predict_answers_503_and_health_says_why():
         assert health["worker"] > 0 and health["workers"] == 2  # which process answered, of how many
         resp = client.post("/predict", json=RECORD)
         assert resp.status_code == 503
-        assert "No production model yet" in resp.json()["detail"]
+        assert "No production model is served: no version of model 'house-prices'" in resp.json()["detail"]
 
 
 def test_one_record_and_a_batch_get_predictions_with_model_version_and_request_id():
@@ -144,11 +147,14 @@ def test_invalid_input_is_a_422_naming_the_field(body, field):
         assert any(field in map(str, err["loc"]) for err in resp.json()["detail"]), resp.json()
 
 
-@pytest.mark.parametrize("raw", [b"[]", b"not json", b'{"area": NaN}', b"null"])
-def test_malformed_bodies_are_422_not_500(raw):
+@pytest.mark.parametrize(
+    ("raw", "status"), [(b"[]", 422), (b"not json", 400), (b"", 400), (b'{"area": NaN}', 422), (b"null", 422)]
+)
+def test_malformed_bodies_are_4xx_not_500(raw, status):
     with _client(FixedRegistry("house-prices", "http://unused")) as client:
         resp = client.post("/predict", content=raw, headers={"Content-Type": "application/json"})
-        assert resp.status_code == 422
+        assert resp.status_code == status, resp.text
+        assert resp.status_code != 400 or resp.json()["detail"].startswith("the body is not valid JSON")
 
 
 def test_nan_is_refused():
@@ -259,9 +265,17 @@ def test_each_predicted_row_is_one_prediction_log_line_with_the_fields_monitorin
 def test_openapi_documents_every_route_and_the_record_fields():
     with _client(NoRegistry("house-prices", "http://unused")) as client:
         spec = client.get("/openapi.json").json()
-        assert {"/predict", "/health", "/model", "/reload"} <= set(spec["paths"])
+        assert {"/predict", "/health", "/model", "/reload", "/metrics"} <= set(spec["paths"])
         record = spec["components"]["schemas"]["HousePricesRecord"]
         assert set(record["required"]) == set(HOUSE_PRICES.feature_names)
+        bedrooms = next(c for c in HOUSE_PRICES.features if c.name == "bedrooms")  # bounds as OpenAPI names them
+        assert (record["properties"]["bedrooms"]["minimum"], record["properties"]["bedrooms"]["maximum"]) == (
+            bedrooms.minimum,
+            bedrooms.maximum,
+        )
+        predict = spec["paths"]["/predict"]["post"]
+        assert {"400", "413", "422", "503"} <= set(predict["responses"])
+        assert predict["requestBody"]["content"]["application/json"]["schema"]
 
 
 def test_swagger_ui_and_redoc_load_their_assets_from_the_service_not_a_cdn():
@@ -301,3 +315,62 @@ def test_a_reload_signal_makes_the_poller_refresh_before_its_next_poll():
         return production.refreshes
 
     assert asyncio.run(refreshes_after_a_signal()) >= 2
+
+
+class Registry:
+    """A registry stand-in: the version behind the alias (None: the alias is gone), or down."""
+
+    def __init__(self) -> None:
+        self.version: str | None = "3"
+        self.down = False
+
+    def get_model_version_by_alias(self, name: str, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        if self.down:
+            raise ConnectionError("MLflow is unreachable")
+        if self.version is None:
+            raise MlflowException(f"Registered model alias {alias} not found.")
+        return SimpleNamespace(version=self.version, run_id="run-1", tags={})
+
+
+def test_the_service_stops_serving_a_version_the_registry_withdrew_but_not_when_the_registry_is_down(monkeypatch):
+    import mlflow.pyfunc
+
+    registry = Registry()
+    monkeypatch.setattr("mlops_sandbox.tracking.tracking_client", lambda uri: registry)
+
+    def load_model(uri: str):
+        if uri.endswith("/4"):
+            raise OSError("model artifact not found")
+        model = PricePerArea()
+        model.metadata = SimpleNamespace(
+            get_input_schema=lambda: SimpleNamespace(input_names=lambda: HOUSE_PRICES.feature_names)
+        )
+        return model
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", load_model)
+    production = ProductionModel("house-prices", "http://unused", schema=HOUSE_PRICES)
+    with TestClient(create_app(_settings(), production, None)) as client:
+        assert production.refresh() is False and production.current.version == "3"  # the lifespan loaded it
+        registry.down = True
+        production.refresh()
+        assert production.current.version == "3" and "unreachable" in production.last_error  # nothing withdrawn
+
+        registry.down, registry.version = False, None  # the alias removed
+        production.refresh()
+        health = client.get("/health").json()
+        assert health["model_loaded"] is False
+        assert (
+            health["detail"]
+            == "no version of model 'house-prices' has the alias 'production'; stopped serving version 3"
+        )
+        refused = client.post("/predict", json=RECORD)
+        assert refused.status_code == 503 and "stopped serving version 3" in refused.json()["detail"]
+
+        registry.version = "3"
+        assert production.refresh() and client.post("/predict", json=RECORD).status_code == 200
+        registry.version = "4"  # moved to a version that cannot be loaded
+        production.refresh()
+        assert production.current is None and "version 4, which cannot be loaded" in production.last_error
+        assert client.post("/predict", json=RECORD).status_code == 503

@@ -1,4 +1,5 @@
-"""FastAPI app: `/predict` with the production model, `/model`, `/reload`, `/health`. Swagger UI at `/docs`.
+"""FastAPI app: `/predict` with the production model, `/model`, `/reload`, `/health`, `/metrics`. Swagger UI at
+`/docs`.
 
 Wiring only: the routes live in `serve.routes`, and take what they need (settings, the production model, the
 capture) through the dependencies in `serve.deps`, which read what `create_app` puts on `app.state`.
@@ -6,7 +7,10 @@ capture) through the dependencies in `serve.deps`, which read what `create_app` 
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +18,20 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from mlops_sandbox import __version__
 from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.contracts import PRODUCTION
 from mlops_sandbox.schema import get_schema
+from mlops_sandbox.serve import metrics
+from mlops_sandbox.serve.body import BodyReader
 from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.model import ProductionModel
 from mlops_sandbox.serve.reload import poll_registry
 from mlops_sandbox.serve.routes import docs, health, model, predict
-from mlops_sandbox.serve.schema import record_model
+from mlops_sandbox.serve.routes import metrics as metrics_route
 
 
 def _json_safe(value: Any) -> Any:
@@ -123,10 +130,23 @@ def s3_capture(settings: Settings) -> PredictionCapture:
         upload,
         Path(settings.capture_spool_dir),
         settings.scenario,
-        batch_records=settings.capture_batch_records,
-        flush_seconds=settings.capture_flush_seconds,
-        max_buffer=settings.capture_max_buffer,
+        segment_records=settings.capture_batch_records,
+        segment_seconds=settings.capture_flush_seconds,
+        max_spool_bytes=settings.capture_spool_max_bytes,
     )
+
+
+async def trim_memory(every: float = 30.0) -> None:
+    """Hand freed heap back to the OS every `every` seconds. glibc keeps what a burst of large batches freed
+    (the process' RSS stays at its peak); `malloc_trim` returns it, so a worker is back near its idle size
+    within `every` seconds of the burst. Elsewhere than glibc, does nothing."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(trim, 0)
 
 
 @contextlib.asynccontextmanager
@@ -136,10 +156,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if capture is not None:
         capture.start()
     poller = asyncio.create_task(poll_registry(app.state.production, app.state.settings.model_poll_seconds))
+    trimmer = asyncio.create_task(trim_memory())
     yield
     poller.cancel()
+    trimmer.cancel()
     if capture is not None:
         await asyncio.to_thread(capture.close)  # on SIGTERM too: uvicorn runs the shutdown first
+    metrics.worker_exited(os.getpid())
 
 
 def create_app(
@@ -172,14 +195,28 @@ def create_app(
     app.state.settings = settings
     app.state.production = production
     app.state.capture = capture
+    app.state.reader = BodyReader(schema, settings.predictor_max_batch)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, max_bytes=settings.predictor_max_body_bytes)
+    app.add_middleware(metrics.RequestMetrics)  # the outermost: it also counts the 413s of BodyLimit
     app.mount(docs.ASSETS_PATH, docs.assets(), "docs-assets")
     app.include_router(docs.router)
     app.include_router(health.router)
-    app.include_router(predict.router(record_model(schema), settings.predictor_max_batch))
+    app.include_router(predict.router)
     app.include_router(model.router)
+    app.include_router(metrics_route.router)
+    app.openapi = functools.partial(_openapi, app)
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI document, with the body of `/predict`, which the route reads itself (`serve.body`)."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        document["paths"]["/predict"]["post"]["requestBody"] = app.state.reader.openapi(components)
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 def app() -> FastAPI:

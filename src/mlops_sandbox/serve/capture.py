@@ -1,14 +1,30 @@
-"""Prediction capture (seed step 10): every request and prediction, to the prediction-logs bucket.
+"""Prediction capture (seed step 10): every answered prediction, to the prediction-logs bucket, none lost.
 
-Off the request path: `log()` appends to an in-memory buffer, and a background thread writes it out every
-`batch_records` records or `flush_seconds`, as JSON Lines partitioned by scenario, date and hour. When the
-S3 server is unreachable, batches go to a spool folder on disk and are uploaded later, oldest first; `close()`
-(called on SIGTERM, through the app's shutdown) flushes what is left. Memory stays bounded: past
-`max_buffer` records, the request path spools to disk itself rather than grow. Nothing is dropped.
+Durable before the answer. `log()` appends the request's log lines to this worker's open segment, a JSON Lines
+file on the spool volume, with one `write()` before the service answers. Once `write()` has returned, the
+lines are in the kernel's page cache: they survive the loss of the process (SIGKILL, an OOM kill, a crash),
+though not the loss of the machine's power (there is no fsync per request; see the README).
+
+A shipper thread in each worker closes its open segment every `segment_records` lines or `segment_seconds`,
+uploads closed segments to S3 (one object per hour of records, under a key named after the segment, so that
+uploading the same segment twice writes the same objects) and deletes a segment only after every upload
+succeeded. While S3 is away, closed segments wait on disk: that is the spool.
+
+Every worker holds an exclusive `flock` on its open segment, which the kernel releases when the process dies,
+however it dies. A shipper that can take the lock of another worker's open segment knows that worker is dead,
+and ships the segment (its last line is dropped if it is torn: a torn line was never answered). The spool is
+shared by the workers of one service and survives a restart.
+
+Faults are answered, never hidden: when the spool is over `max_spool_bytes`, or the disk is full or not
+writable, `log()` raises `CaptureUnavailable` and the service answers 503 instead of a prediction it could not
+keep. A torn write is cut back off the segment first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import logging
 import os
 import threading
@@ -19,11 +35,30 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from mlops_sandbox.contracts import PREDICTIONS, PredictionLogRecord, log_key, to_jsonl
+import msgspec
+
+from mlops_sandbox.contracts import PREDICTIONS, log_key
+from mlops_sandbox.serve import metrics
 
 log = logging.getLogger(__name__)
 
 Upload = Callable[[str, bytes], None]  # (key, body) -> None; raises when the upload failed
+
+OPEN, CLOSED = "open-", "closed-"  # segment file name prefixes: being written by a live worker, or ready to ship
+NEW = ".new-"  # a segment being created: not yet locked, so no shipper looks at it
+RETRIED = ".retried.jsonl"  # a closed segment whose upload failed once: counted as spooled
+STALE_SECONDS = 60.0  # a hidden file this old, that nobody holds, was left half-made by a dead worker
+
+
+class CaptureUnavailable(Exception):
+    """A prediction's capture could not be made durable (spool full, disk full or read-only): answer 503."""
+
+
+class _Stamp(msgspec.Struct):
+    timestamp: str  # the only field the shipper reads: which hour a line belongs to
+
+
+_stamp = msgspec.json.Decoder(_Stamp)
 
 
 class PredictionCapture:
@@ -32,139 +67,299 @@ class PredictionCapture:
         upload: Upload,
         spool_dir: Path,
         scenario: str,
-        batch_records: int = 1000,
-        flush_seconds: float = 5.0,
-        max_buffer: int = 20_000,
+        segment_records: int = 1000,
+        segment_seconds: float = 5.0,
+        max_spool_bytes: int = 1 << 30,
         retry_seconds: float = 5.0,
     ):
-        if batch_records < 1 or max_buffer < batch_records:
-            raise ValueError("need 1 <= batch_records <= max_buffer")
+        if segment_records < 1 or segment_seconds <= 0 or max_spool_bytes < 1:
+            raise ValueError("need segment_records >= 1, segment_seconds > 0 and max_spool_bytes >= 1")
         self.upload = upload
         self.spool_dir = Path(spool_dir)
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
-        self.batch_records = batch_records
-        self.flush_seconds = flush_seconds
-        self.max_buffer = max_buffer
+        self.segment_records = segment_records
+        self.segment_seconds = segment_seconds
+        self.max_spool_bytes = max_spool_bytes
         self.retry_seconds = retry_seconds
-        self._buffer: list[PredictionLogRecord] = []
+        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._next_retry = 0.0
-        self._worker = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._thread: threading.Thread | None = None
-        self.stats = {"logged": 0, "uploaded": 0, "spooled": 0, "respooled_uploads": 0}
+        self._next_retry = 0.0
+        self._seq = 0
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = self._lines = 0
+        self._opened = 0.0
+        self._spool_bytes = 0  # the whole spool (every worker's files), as last measured, plus own writes since
+        self.stats = {"captured": 0, "uploaded": 0, "spooled": 0, "lost": 0, "torn": 0}
 
     # --- the request path -------------------------------------------------------------------------
-    def log(self, rows: list[PredictionLogRecord]) -> None:
-        """Queue rows for capture. Never blocks on the network."""
+    def log(self, lines: bytes, count: int) -> None:
+        """Make `count` JSON lines (`lines`, each ending in a newline) durable, or raise CaptureUnavailable."""
         with self._lock:
-            self._buffer.extend(rows)
-            self.stats["logged"] += len(rows)
-            size = len(self._buffer)
-            overflow = self._take() if size > self.max_buffer else None
-        if overflow:
-            self._spool(overflow)  # the writer cannot keep up: disk, not memory
-        elif size >= self.batch_records:
+            if self._spool_bytes + len(lines) > self.max_spool_bytes:
+                metrics.CAPTURE_REFUSED.labels("spool_full").inc()
+                raise CaptureUnavailable(
+                    f"the capture spool is full ({self._spool_bytes} of {self.max_spool_bytes} bytes, "
+                    "CAPTURE_SPOOL_MAX_BYTES): the prediction-logs bucket has not taken uploads for a while"
+                )
+            try:
+                if self._fd is None:
+                    self._open_segment()
+                _write_all(self._fd, lines)
+            except OSError as err:
+                self._undo_torn_write()
+                reason = "disk_full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "unwritable"
+                metrics.CAPTURE_REFUSED.labels(reason).inc()
+                raise CaptureUnavailable(
+                    f"the capture spool {self.spool_dir} cannot be written: {err.strerror}"
+                ) from err
+            self._size += len(lines)
+            self._lines += count
+            self._spool_bytes += len(lines)
+            self.stats["captured"] += count
+            full = self._lines >= self.segment_records
+        metrics.CAPTURED.inc(count)
+        if full:
             self._wake.set()
 
-    # --- the writer -------------------------------------------------------------------------------
+    def _open_segment(self) -> None:
+        self._seq += 1
+        name = f"{time.time_ns():020d}-{self.worker}-{self._seq}.jsonl"
+        new = self.spool_dir / f"{NEW}{name}"
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process closes it, or dies
+            os.rename(new, self.spool_dir / f"{OPEN}{name}")
+        except OSError:
+            os.close(fd)
+            new.unlink(missing_ok=True)
+            raise
+        self._fd, self._path = fd, self.spool_dir / f"{OPEN}{name}"
+        self._size = self._lines = 0
+        self._opened = time.monotonic()
+
+    def _undo_torn_write(self) -> None:
+        """Cut a partly written request off the segment, so that no line of an unanswered request is shipped."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            log.exception("could not cut a torn write off %s; closing it", self._path)
+            self._close_segment()
+
+    # --- the shipper ------------------------------------------------------------------------------
     def start(self) -> None:
-        self._recover_claims()
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._measure_spool()
         self._thread = threading.Thread(target=self._run, name="prediction-capture", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 20.0) -> None:
-        """Stop the writer and flush everything: to S3 if it answers, else to the spool."""
+        """Close the open segment and ship what is on disk; what S3 does not take stays in the spool."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.flush()
+        with self._lock:
+            self._close_segment()
+        self.ship()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
+            self._wake.wait(1.0)
             self._wake.clear()
             try:
-                self.flush()
-                if time.monotonic() >= self._next_retry:
-                    self.upload_spool()
-            except Exception:  # noqa: BLE001 - the writer must outlive any single failure
-                log.exception("prediction capture flush failed")
+                self.rotate()
+                self.ship()
+            except Exception:  # noqa: BLE001 - the shipper must outlive any single failure
+                log.exception("prediction capture shipping failed")
 
-    def _take(self) -> list[PredictionLogRecord]:
-        rows, self._buffer = self._buffer, []
-        return rows
-
-    def flush(self) -> None:
+    def rotate(self, force: bool = False) -> None:
+        """Close the open segment when it is full or old enough (or `force`), so that it can be shipped."""
         with self._lock:
-            rows = self._take()
-        if not rows:
+            due = self._lines >= self.segment_records or time.monotonic() - self._opened >= self.segment_seconds
+            if self._fd is not None and self._lines and (due or force):
+                self._close_segment()
+
+    def _close_segment(self) -> None:
+        if self._fd is None:
             return
-        for key, body in self._batches(rows):
-            if time.monotonic() >= self._next_retry and self._try_upload(key, body):
-                self.stats["uploaded"] += body.count(b"\n")
-            else:
-                self._write_spool(key, body)
-
-    def _batches(self, rows: list[PredictionLogRecord]) -> list[tuple[str, bytes]]:
-        by_hour: dict[str, list[PredictionLogRecord]] = defaultdict(list)
-        for row in rows:
-            by_hour[row["timestamp"][:13]].append(row)
-        out = []
-        for _, group in sorted(by_hour.items()):
-            when = datetime.fromisoformat(group[0]["timestamp"])
-            # unique without shared state: the request path and the writer both make batches
-            unique = f"{self._worker}-{uuid.uuid4().hex[:12]}"
-            out.append((log_key(self.scenario, PREDICTIONS, when, unique), to_jsonl(group)))
-        return out
-
-    def _try_upload(self, key: str, body: bytes) -> bool:
+        path, fd = self._path, self._fd
+        self._fd = self._path = None
         try:
-            self.upload(key, body)
-            return True
-        except Exception as err:  # noqa: BLE001 - S3 down: spool, retry later
-            log.warning("prediction-log upload failed (%s); spooling to %s", err, self.spool_dir)
-            self._next_retry = time.monotonic() + self.retry_seconds
-            return False
+            if self._lines:
+                os.rename(path, path.with_name(path.name.replace(OPEN, CLOSED, 1)))
+            else:
+                path.unlink()
+        finally:
+            os.close(fd)  # releases the lock
 
-    # --- the spool --------------------------------------------------------------------------------
-    def _spool(self, rows: list[PredictionLogRecord]) -> None:
-        for key, body in self._batches(rows):
-            self._write_spool(key, body)
+    def ship(self) -> int:
+        """Adopt the open segments of dead workers, then upload closed segments, oldest first, until one fails.
 
-    def _write_spool(self, key: str, body: bytes) -> None:
-        name = key.replace("/", "__")
-        tmp = self.spool_dir / f".{name}.tmp"
-        tmp.write_bytes(body)
-        os.replace(tmp, self.spool_dir / name)  # atomic: a reader never sees half a file
-        self.stats["spooled"] += body.count(b"\n")
-
-    def spooled_files(self) -> list[Path]:
-        return sorted(p for p in self.spool_dir.iterdir() if p.name.endswith(".jsonl"))
-
-    def upload_spool(self) -> int:
-        """Upload spooled batches, oldest first; stop at the first failure. Returns how many went up."""
+        Returns how many segments went up. Runs in any worker; a segment is shipped by one at a time.
+        """
+        self._adopt_orphans()
         done = 0
-        for path in self.spooled_files():
-            claimed = path.with_name(f"{path.name}.claimed-{self._worker}")
-            try:
-                os.rename(path, claimed)  # another worker may be uploading the same spool
-            except FileNotFoundError:
-                continue
-            if not self._try_upload(path.name.replace("__", "/"), claimed.read_bytes()):
-                os.rename(claimed, path)
-                break
-            self.stats["respooled_uploads"] += 1
-            claimed.unlink()
-            done += 1
+        if time.monotonic() >= self._next_retry:
+            for path in self._segments(CLOSED):
+                shipped = self._ship_segment(path)
+                if shipped is False:
+                    self._count_spooled()
+                    break
+                done += shipped is True
+        self._measure_spool()
         return done
 
-    def _recover_claims(self, older_than: float = 120.0) -> None:
-        """Claims left by a worker that died mid-upload go back to the spool."""
-        now = time.time()
-        for path in self.spool_dir.glob("*.jsonl.claimed-*"):
-            if now - path.stat().st_mtime > older_than:
-                os.replace(path, path.with_name(path.name.split(".claimed-")[0]))
+    def _segments(self, prefix: str) -> list[Path]:
+        try:
+            return sorted(p for p in self.spool_dir.iterdir() if p.name.startswith(prefix))
+        except FileNotFoundError:
+            return []
+
+    def _adopt_orphans(self) -> None:
+        """Close what dead workers left open, remove what they left half-made, and adopt older spool files."""
+        for path in self._segments(OPEN):
+            if path == self._path:
+                continue
+            with _locked(path) as fd:
+                if fd is not None:  # its writer is dead: nobody else holds the lock of an open segment
+                    log.warning("shipping %s, left open by a worker that is gone", path.name)
+                    with contextlib.suppress(FileNotFoundError):  # another worker was first
+                        os.rename(path, path.with_name(path.name.replace(OPEN, CLOSED, 1)))
+        for path in self._segments("."):
+            # a segment being created (empty, not yet locked), or a version-1 temp file: never answered
+            with _locked(path) as fd:
+                if fd is not None and time.time() - os.fstat(fd).st_mtime > STALE_SECONDS:
+                    log.warning("removing %s, left half-made by a worker that is gone", path.name)
+                    path.unlink(missing_ok=True)
+        for path in self._segments(""):
+            name = path.name.split(".claimed-")[0]  # version 1 of this service spooled whole batches, named
+            if name.endswith(".jsonl") and not name.startswith((OPEN, CLOSED, ".")):  # after their keys: ship them
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(path, path.with_name(f"{CLOSED}{0:020d}-v1-{name.removesuffix('.jsonl')}.jsonl"))
+
+    def _ship_segment(self, path: Path) -> bool | None:
+        """True: uploaded and deleted. False: an upload failed (stop for now). None: another worker has it."""
+        with _locked(path) as fd:
+            if fd is None or os.fstat(fd).st_nlink == 0:
+                return None
+            data = path.read_bytes()
+            lines = self._complete_lines(data, path)
+            segment_id = path.name.removeprefix(CLOSED).removesuffix(".jsonl")
+            for key, body, count in self._objects(lines, segment_id):
+                try:
+                    self.upload(key, body)
+                except Exception as err:  # noqa: BLE001 - S3 away: the segment waits in the spool
+                    log.warning("prediction-log upload failed (%s); %s waits in %s", err, path.name, self.spool_dir)
+                    self._next_retry = time.monotonic() + self.retry_seconds
+                    return False
+                self.stats["uploaded"] += count
+                metrics.UPLOADED.inc(count)
+            path.unlink()
+            return True
+
+    def _count_spooled(self) -> None:
+        """Count the rows that now wait for S3 (each segment once: it is marked `.retried`)."""
+        for path in self._segments(CLOSED):
+            if path.name.endswith(RETRIED):
+                continue
+            with _locked(path) as fd:
+                if fd is None:
+                    continue
+                count = path.read_bytes().count(b"\n")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(path, path.with_name(path.name.removesuffix(".jsonl") + RETRIED))
+            self.stats["spooled"] += count
+            metrics.SPOOLED.inc(count)
+
+    def _complete_lines(self, data: bytes, path: Path) -> list[bytes]:
+        """The segment's lines; a last line without its newline is a write cut short, whose answer was never sent."""
+        lines = data.split(b"\n")
+        if lines[-1]:
+            self.stats["torn"] += 1
+            log.warning("%s ends in a torn line (%d bytes), never answered: dropped", path.name, len(lines[-1]))
+        return [line for line in lines[:-1] if line]
+
+    def _objects(self, lines: list[bytes], segment_id: str) -> list[tuple[str, bytes, int]]:
+        """One object per hour of records, keyed by the segment: the same segment always gives the same keys."""
+        by_hour: dict[str, list[bytes]] = defaultdict(list)
+        first: dict[str, str] = {}
+        for line in lines:
+            try:
+                stamp = _stamp.decode(line).timestamp
+            except msgspec.DecodeError:
+                self.stats["lost"] += 1
+                metrics.LOST.inc()
+                log.error("a captured line cannot be read and is lost: %r", line[:200])
+                continue
+            hour = stamp[:13]
+            by_hour[hour].append(line)
+            first.setdefault(hour, stamp)
+        segment_id = segment_id.removesuffix(RETRIED.removesuffix(".jsonl"))
+        return [
+            (
+                log_key(self.scenario, PREDICTIONS, datetime.fromisoformat(first[hour]), segment_id),
+                b"\n".join(group) + b"\n",
+                len(group),
+            )
+            for hour, group in sorted(by_hour.items())
+        ]
+
+    def _measure_spool(self) -> None:
+        """What the spool holds now, every worker's files: the size the request path checks against its cap."""
+        total = waiting = 0
+        try:
+            with os.scandir(self.spool_dir) as entries:
+                for entry in entries:
+                    try:
+                        size = entry.stat().st_size
+                    except FileNotFoundError:
+                        continue
+                    total += size
+                    waiting += entry.name.startswith(CLOSED)
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            self._spool_bytes = total
+        metrics.SPOOL_BYTES.set(total)
+        metrics.SPOOL_SEGMENTS.set(waiting)
+
+    def spool_bytes(self) -> int:
+        return self._spool_bytes
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class _locked:
+    """`with _locked(path) as fd`: fd is an open descriptor holding the file's exclusive lock, or None when
+    another process holds it (or the file is gone)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.fd = path, None
+
+    def __enter__(self) -> int | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        self.fd = fd
+        return fd
+
+    def __exit__(self, *_) -> None:
+        if self.fd is not None:
+            os.close(self.fd)

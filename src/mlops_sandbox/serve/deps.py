@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from mlops_sandbox.config import Settings
+from mlops_sandbox.serve.body import BodyReader
 from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.model import ProductionModel
 
@@ -29,6 +30,12 @@ async def get_capture(request: Request) -> PredictionCapture | None:
     return request.app.state.capture
 
 
+async def get_reader(request: Request) -> BodyReader:
+    """Reads `/predict` bodies of the app's scenario."""
+    return request.app.state.reader
+
+
 SettingsDep = Annotated[Settings, Depends(get_service_settings)]
 ProductionDep = Annotated[ProductionModel, Depends(get_production)]
 CaptureDep = Annotated[PredictionCapture | None, Depends(get_capture)]
+ReaderDep = Annotated[BodyReader, Depends(get_reader)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ import pandas as pd
 
 from mlops_sandbox.contracts import PRODUCTION
 from mlops_sandbox.schema import Schema
+from mlops_sandbox.serve import metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,14 @@ class ServedModel:
     schema: Schema | None = field(default=None, repr=False)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def predict(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """Predictions for records that the API already validated. A model of ours is called on its
-        numpy path (`TabularModel.predict_records`, equal to its pyfunc's answers); any other pyfunc gets
-        a DataFrame."""
+    def predict(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+        """Predictions for columns (feature -> values) that the API already validated. A model of ours is
+        called on its numpy path (`TabularModel.predict_columns`, equal to its pyfunc's answers); any other
+        pyfunc gets a DataFrame with its signature's dtypes."""
         inner = _unwrap(self.pyfunc)
-        if inner is not None and hasattr(inner, "predict_records"):
-            return np.asarray(inner.predict_records(records), dtype=float)
-        frame = pd.DataFrame.from_records(records)
+        if inner is not None and hasattr(inner, "predict_columns"):
+            return np.asarray(inner.predict_columns(columns), dtype=float)
+        frame = pd.DataFrame(dict(columns))
         if self.schema is not None:
             from mlops_sandbox.train.models import model_input
 
@@ -76,6 +78,7 @@ class ProductionModel:
         self._current: ServedModel | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self._withdrawn: str | None = None  # the version served last, when the registry withdrew it
 
     @property
     def current(self) -> ServedModel | None:
@@ -95,8 +98,10 @@ class ProductionModel:
     def refresh(self) -> bool:
         """Look the alias up and load its version if it changed. Returns True when a new model was loaded.
 
-        Errors (no registered model yet, MLflow down, a model for another schema) leave the current model in
-        place and are kept in `last_error`, so the service stays up and says why.
+        The registry decides what is served. When it says the alias is gone (removed, or the model deleted), or
+        the alias points to a version that cannot be loaded or does not fit the scenario, the service stops
+        serving the version it had: `current` becomes None, /predict answers 503 and /health says why. When
+        the registry cannot be asked (MLflow down), the current model stays: nothing was withdrawn.
         """
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -108,11 +113,12 @@ class ProductionModel:
                 client = tracking_client(self.tracking_uri)
                 mv = client.get_model_version_by_alias(self.model_name, self.alias)
             except MlflowException as err:
-                self.last_error = (
-                    f"no version of model '{self.model_name}' has the alias '{self.alias}' yet"
-                    if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "not found" in str(err).lower()
-                    else f"registry lookup failed: {err}"
-                )
+                if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "not found" in str(err).lower():
+                    served = self._current is not None or self._withdrawn is not None
+                    missing = f"no version of model '{self.model_name}' has the alias '{self.alias}'"
+                    self._withdraw(missing if served else f"{missing} yet")
+                else:
+                    self.last_error = f"registry lookup failed: {err}"
                 return False
             except Exception as err:  # noqa: BLE001 - MLflow unreachable: keep serving what we have
                 self.last_error = f"registry lookup failed: {err}"
@@ -124,12 +130,12 @@ class ProductionModel:
             try:
                 pyfunc = mlflow.pyfunc.load_model(uri)
             except Exception as err:  # noqa: BLE001
-                self.last_error = f"loading {uri} failed: {err}"
                 log.exception("loading %s failed", uri)
+                self._withdraw(f"'{self.alias}' points to version {mv.version}, which cannot be loaded: {err}")
                 return False
             mismatch = self._check_signature(pyfunc)
             if mismatch:
-                self.last_error = f"refusing to serve {uri}: {mismatch}"
+                self._withdraw(f"refusing to serve {uri}: {mismatch}")
                 return False
             self._current = ServedModel(
                 name=self.model_name,
@@ -140,6 +146,18 @@ class ProductionModel:
                 pyfunc=pyfunc,
                 schema=self.schema,
             )
-            self.last_error = None
+            self.last_error = self._withdrawn = None
+            metrics.MODEL_VERSION.labels(self.model_name).set(int(mv.version))
             log.info("now serving %s version %s", self.model_name, mv.version)
             return True
+
+    def _withdraw(self, reason: str) -> None:
+        """Stop serving: the registry no longer backs the version held (if any)."""
+        if self._current is not None:
+            self._withdrawn = self._current.version
+            log.warning("%s: stopped serving version %s", reason, self._withdrawn)
+        if self._withdrawn is not None:
+            reason += f"; stopped serving version {self._withdrawn}"
+        self._current = None
+        self.last_error = reason
+        metrics.MODEL_VERSION.labels(self.model_name).set(0)

@@ -27,9 +27,11 @@ def _field_type(column: Column):
     bounds = {"ge": column.minimum, "le": column.maximum, "description": column.description or None}
     if column.kind == "category":
         return Annotated[Literal[column.categories], Field(description=column.description or None)]  # type: ignore[valid-type]
+    # NUMBER after Field: in the other order, pydantic writes the bounds into the JSON schema as "ge"/"le",
+    # which OpenAPI does not know, instead of "minimum"/"maximum"
     if column.kind == "int":
-        return Annotated[int, NUMBER, Field(**bounds)]
-    return Annotated[float, NUMBER, Field(allow_inf_nan=False, **bounds)]
+        return Annotated[int, Field(**bounds), NUMBER]
+    return Annotated[float, Field(allow_inf_nan=False, **bounds), NUMBER]
 
 
 def record_model(schema: Schema) -> type[BaseModel]:

@@ -6,7 +6,7 @@ either: each is one module beside this one (`linear`, `mlp`, `hist_gbt`), regist
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -144,23 +144,25 @@ class TabularModel:
         return self._regress(self.preprocessor.transform(model_input(frame, self.schema)).astype(np.float32))
 
     def predict_records(self, records: list[dict]) -> np.ndarray:
-        """The same predictions for validated records, without pandas or scikit-learn on the way: the
-        fitted scaling and encoding applied with numpy (the prediction service's hot path)."""
-        return self._regress(self._transform_records(records))
+        """The same predictions for validated records, as dicts (see `predict_columns`)."""
+        return self.predict_columns({c: [r[c] for r in records] for c in self.schema.feature_names})
 
-    def _transform_records(self, records: list[dict]) -> np.ndarray:
+    def predict_columns(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+        """The same predictions for validated columns (feature name -> its values, one per row), without pandas
+        or scikit-learn on the way: the fitted scaling and encoding applied with numpy. The prediction
+        service's hot path, for one row and for a batch."""
+        return self._regress(self._transform_columns(columns))
+
+    def _transform_columns(self, columns: Mapping[str, Sequence]) -> np.ndarray:
         encode = self.preprocessor.named_steps["encode"]
         (_, scaler, numeric), (_, onehot, categorical) = encode.transformers_[:2]
-        columns = {
-            c: np.fromiter((r[c] for r in records), dtype=float, count=len(records))
-            for c in self.schema.numeric_features
-        }
-        columns |= derived(columns, self.schema.name)
-        x_num = (np.column_stack([columns[c] for c in numeric]) - scaler.mean_) / scaler.scale_
+        values = {c: np.asarray(columns[c], dtype=float) for c in self.schema.numeric_features}
+        values |= derived(values, self.schema.name)
+        x_num = (np.column_stack([values[c] for c in numeric]) - scaler.mean_) / scaler.scale_
         blocks = [x_num]
         for column, categories in zip(categorical, onehot.categories_, strict=True):
-            values = np.array([r[column] for r in records], dtype=object)
-            blocks.append((values[:, None] == categories[None, :]).astype(float))
+            labels = np.asarray(columns[column], dtype=object)
+            blocks.append((labels[:, None] == categories[None, :]).astype(float))
         return np.hstack(blocks).astype(np.float32)
 
     def _regress(self, x: np.ndarray) -> np.ndarray:

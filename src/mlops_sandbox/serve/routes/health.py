@@ -23,7 +23,7 @@ class Health(BaseModel):
 
 
 @router.get("/health", response_model=Health)
-def health(production: ProductionDep, settings: SettingsDep) -> Health:
+async def health(production: ProductionDep, settings: SettingsDep) -> Health:
     """Liveness, and whether a production model is loaded."""
     current = production.current
     return Health(

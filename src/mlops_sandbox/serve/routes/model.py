@@ -12,8 +12,8 @@ from mlops_sandbox.serve.reload import signal_reload
 router = APIRouter()
 
 
-@router.get("/model")
-def model_info(production: ProductionDep) -> dict[str, Any]:
+@router.get("/model", responses={503: {"description": "No production model is served; the detail says why"}})
+async def model_info(production: ProductionDep) -> dict[str, Any]:
     """The served version: alias, run id, data lineage, and when it was loaded."""
     current = production.current
     if current is None:

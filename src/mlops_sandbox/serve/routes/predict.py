@@ -1,21 +1,23 @@
-"""`POST /predict`: one record or a batch, answered by the production model and captured for monitoring.
+"""`POST /predict`: one record or a batch, answered by the production model, captured before it is answered.
 
-The body's model is generated from the scenario's schema when the app is built, so `router(record, max_batch)`
-makes the route for one app; what the route does is `predict`, a module-level function.
+The body is read by the app's `BodyReader` (`serve.body`: JSON straight into columns, the same path for one
+row and many); its OpenAPI description is added by `create_app`, since it depends on the scenario.
 """
 
 import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Response
-from pydantic import BaseModel, Discriminator, Field, Tag
+import msgspec
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+from pydantic import BaseModel
 
-from mlops_sandbox.config import Settings
-from mlops_sandbox.contracts import PRODUCTION, prediction_log_records
-from mlops_sandbox.serve.capture import PredictionCapture
-from mlops_sandbox.serve.deps import CaptureDep, ProductionDep, SettingsDep
-from mlops_sandbox.serve.model import ProductionModel
+from mlops_sandbox.contracts import PRODUCTION, prediction_log_records, to_jsonl
+from mlops_sandbox.serve import metrics
+from mlops_sandbox.serve.capture import CaptureUnavailable
+from mlops_sandbox.serve.deps import CaptureDep, ProductionDep, ReaderDep, SettingsDep
+
+router = APIRouter()
 
 
 class PredictResponse(BaseModel):
@@ -25,77 +27,60 @@ class PredictResponse(BaseModel):
     predictions: list[float]
 
 
-def predict(
-    body: BaseModel | list[BaseModel],
-    response: Response,
-    x_request_id: str | None,
-    production: ProductionModel,
-    settings: Settings,
-    capture: PredictionCapture | None,
-) -> PredictResponse:
-    """Predict for validated records with the production model; 503 while there is none.
+# What /predict answers besides 200, in its OpenAPI document.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body is not JSON"},
+    413: {"description": "The body is larger than PREDICTOR_MAX_BODY_BYTES, or the batch than PREDICTOR_MAX_BATCH"},
+    422: {"description": "A record does not fit the scenario's schema: each bad field and row is named"},
+    503: {
+        "description": "No production model is served (none promoted, or the registry withdrew it), or the "
+        "prediction cannot be captured (spool full, disk full or not writable): nothing was predicted"
+    },
+}
 
-    Sets the `X-Request-ID` response header (the client's, or a new UUID) and captures one log line per row.
+_encode = msgspec.json.Encoder().encode
+
+
+@router.post("/predict", response_model=PredictResponse, name="predict", responses=ERRORS)
+async def predict(
+    request: Request,
+    reader: ReaderDep,
+    production: ProductionDep,
+    settings: SettingsDep,
+    capture: CaptureDep,
+    x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> Response:
+    """Predict for one record or a batch with the production model.
+
+    The answer carries `X-Request-ID` (the client's, or a new UUID). Each row's log line is on the spool
+    disk before the answer is sent: an answered prediction is never lost, even if the service is killed.
     """
     current = production.current
     if current is None:
+        why = production.last_error or f"no version of '{settings.model_name}' has the '{PRODUCTION}' alias yet"
         raise HTTPException(
             status_code=503,
-            detail=(
-                f"No production model yet: no version of '{settings.model_name}' has the "
-                f"'{PRODUCTION}' alias. Train one (Airflow DAG training_pipeline) and promote it."
-            ),
+            detail=f"No production model is served: {why}. Train one (Airflow DAG training_pipeline) and promote it.",
         )
     started = time.perf_counter()
-    records = [r.model_dump() for r in (body if isinstance(body, list) else [body])]
-    predictions = current.predict(records)
+    rows = reader.read(await request.body())
+    predictions = current.predict(rows.columns).tolist()
     request_id = x_request_id or str(uuid.uuid4())
-    response.headers["X-Request-ID"] = request_id
     if capture is not None:
         latency_ms = (time.perf_counter() - started) * 1000
-        capture.log(prediction_log_records(request_id, current.name, current.version, records, predictions, latency_ms))
-    return PredictResponse(
-        request_id=request_id,
-        model_name=current.name,
-        model_version=current.version,
-        predictions=[float(p) for p in predictions],
-    )
-
-
-# What /predict answers besides 200 and 422, in its OpenAPI document.
-ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"description": "The body is larger than PREDICTOR_MAX_BODY_BYTES, or the batch than its cap"},
-    503: {"description": "No production model is served yet"},
-}
-
-
-def one_or_many(body: Any) -> str:
-    """Which branch of the body to validate: a list is a batch, anything else one record. Only that branch's
-    errors are reported (not also "Input should be a valid list" for a bad single record)."""
-    return "batch" if isinstance(body, list) else "record"
-
-
-def router(record: type[BaseModel], max_batch: int) -> APIRouter:
-    """The `/predict` route for bodies of one `record`, or a list of 1 to `max_batch` of them."""
-    batch = Annotated[list[record], Field(min_length=1, max_length=max_batch)]  # type: ignore[valid-type]
-    example = record.model_json_schema()["examples"][0]
-    body_type = Annotated[
-        Annotated[record, Tag("record")] | Annotated[batch, Tag("batch")],  # type: ignore[valid-type]
-        Discriminator(one_or_many),
-        Body(openapi_examples={"one record": {"value": example}, "a batch": {"value": [example] * 2}}),
-    ]
-    predict_router = APIRouter()
-
-    @predict_router.post("/predict", response_model=PredictResponse, name="predict", responses=ERRORS)
-    def predict_route(
-        response: Response,
-        body: body_type,  # type: ignore[valid-type]
-        production: ProductionDep,
-        settings: SettingsDep,
-        capture: CaptureDep,
-        x_request_id: Annotated[str | None, Header(max_length=128)] = None,
-    ) -> PredictResponse:
-        """Predict for one record or a batch with the production model."""
-        return predict(body, response, x_request_id, production, settings, capture)
-
-    return predict_router
+        lines = to_jsonl(
+            prediction_log_records(request_id, current.name, current.version, rows.records, predictions, latency_ms)
+        )
+        try:
+            capture.log(lines, len(rows))
+        except CaptureUnavailable as err:
+            detail = f"not answered, since it could not be captured: {err}"
+            raise HTTPException(status_code=503, detail=detail) from None
+    metrics.ROWS.inc(len(rows))
+    answer = {
+        "request_id": request_id,
+        "model_name": current.name,
+        "model_version": current.version,
+        "predictions": predictions,
+    }
+    return Response(_encode(answer), media_type="application/json", headers={"X-Request-ID": request_id})
