@@ -264,6 +264,8 @@ def _serve(args: argparse.Namespace) -> int:
     metrics_dir.mkdir(parents=True)
     uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "mlops_sandbox.serve.app:app"]
     options = ["--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    if not args.access_log:
+        options.append("--no-access-log")  # a line per request: /metrics counts them, the capture keeps them
     # then SIGTERM stops waiting for open connections, leaving time to ship the capture (stop grace: 30 s)
     os.execv(sys.executable, [*uvicorn, *options, "--timeout-graceful-shutdown", "20"])
 
@@ -284,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=int(os.environ.get("PREDICTOR_WORKERS", "2")))
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("PREDICTOR_ACCESS_LOG", "false").lower() in {"1", "true", "yes"},
+        help="log a line per request (default: PREDICTOR_ACCESS_LOG, else off)",
+    )
     serve.set_defaults(func=_serve)
     sub.add_parser("init-buckets", help="create the stack's S3 buckets (idempotent)").set_defaults(func=_init_buckets)
     sub.add_parser("check-stack", help="check that MinIO buckets and MLflow answer").set_defaults(func=_check_stack)

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     predictor_workers: int = 2  # the service's worker processes (uvicorn --workers); /health reports it
     # Prediction capture (mlops_sandbox.serve.capture).
     capture_enabled: bool = True
-    capture_batch_records: int = 1000  # a spool segment is shipped after this many records
+    # A spool segment is shipped after this many records: large enough that a stream of big batches does not
+    # make one S3 upload per request (each costs the worker milliseconds of CPU).
+    capture_batch_records: int = 10_000
     capture_flush_seconds: float = 5.0  # or after this many seconds
     capture_spool_max_bytes: int = 1 << 30  # past this, /predict answers 503 rather than capture nothing
     capture_spool_dir: str = "/data/spool"

@@ -248,8 +248,8 @@ def test_reload_is_refused_when_no_token_is_set(app):
 
 def test_each_predicted_row_is_one_prediction_log_line_with_the_fields_monitoring_reads(app):
     captured = Captured()
-    app.dependency_overrides[deps.get_production] = _serving
-    app.dependency_overrides[deps.get_capture] = lambda: captured
+    settings, reader = app.state.predictor.settings, app.state.predictor.reader
+    app.dependency_overrides[deps.get_predictor] = lambda: deps.Predictor(settings, _serving(), captured, reader)
     resp = TestClient(app).post("/predict", json=[RECORD, {**RECORD, "area": 1000.0}], headers={"X-Request-ID": "r"})
     assert resp.status_code == 200, resp.text
     assert [list(row) for row in captured] == [

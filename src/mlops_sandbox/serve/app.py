@@ -25,7 +25,7 @@ from mlops_sandbox import __version__
 from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.contracts import PRODUCTION
 from mlops_sandbox.schema import get_schema
-from mlops_sandbox.serve import metrics
+from mlops_sandbox.serve import deps, metrics
 from mlops_sandbox.serve.body import BodyReader
 from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.model import ProductionModel
@@ -195,14 +195,15 @@ def create_app(
     app.state.settings = settings
     app.state.production = production
     app.state.capture = capture
-    app.state.reader = BodyReader(schema, settings.predictor_max_batch)
+    reader = BodyReader(schema, settings.predictor_max_batch)
+    app.state.predictor = deps.Predictor(settings, production, capture, reader)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, max_bytes=settings.predictor_max_body_bytes)
     app.add_middleware(metrics.RequestMetrics)  # the outermost: it also counts the 413s of BodyLimit
     app.mount(docs.ASSETS_PATH, docs.assets(), "docs-assets")
+    app.include_router(predict.router)  # first: the route most requests are for is matched first
     app.include_router(docs.router)
     app.include_router(health.router)
-    app.include_router(predict.router)
     app.include_router(model.router)
     app.include_router(metrics_route.router)
     app.openapi = functools.partial(_openapi, app)
@@ -214,7 +215,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = document.setdefault("components", {}).setdefault("schemas", {})
-        document["paths"]["/predict"]["post"]["requestBody"] = app.state.reader.openapi(components)
+        document["paths"]["/predict"]["post"]["requestBody"] = app.state.predictor.reader.openapi(components)
         app.openapi_schema = document
     return app.openapi_schema
 

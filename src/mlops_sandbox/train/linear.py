@@ -17,5 +17,10 @@ class Linear(ModelType):
     def fit(self, x: np.ndarray, y: np.ndarray, config: Any) -> LinearRegression:
         return LinearRegression().fit(x, y)
 
+    def predict(self, fitted: LinearRegression, x: np.ndarray) -> np.ndarray:
+        # What LinearRegression.predict computes (x @ coef_ + intercept_), without its input checks, which take
+        # about 0.2 ms a call: the matrix is always ours (float32, finite, the fitted width).
+        return x @ fitted.coef_ + fitted.intercept_
+
 
 MODEL_TYPE = Linear()

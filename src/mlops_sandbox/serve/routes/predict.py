@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from mlops_sandbox.contracts import PRODUCTION, prediction_log_records, to_jsonl
 from mlops_sandbox.serve import metrics
 from mlops_sandbox.serve.capture import CaptureUnavailable
-from mlops_sandbox.serve.deps import CaptureDep, ProductionDep, ReaderDep, SettingsDep
+from mlops_sandbox.serve.deps import PredictorDep
 
 router = APIRouter()
 
@@ -44,10 +44,7 @@ _encode = msgspec.json.Encoder().encode
 @router.post("/predict", response_model=PredictResponse, name="predict", responses=ERRORS)
 async def predict(
     request: Request,
-    reader: ReaderDep,
-    production: ProductionDep,
-    settings: SettingsDep,
-    capture: CaptureDep,
+    predictor: PredictorDep,
     x_request_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Response:
     """Predict for one record or a batch with the production model.
@@ -55,15 +52,17 @@ async def predict(
     The answer carries `X-Request-ID` (the client's, or a new UUID). Each row's log line is on the spool
     disk before the answer is sent: an answered prediction is never lost, even if the service is killed.
     """
+    production, capture = predictor.production, predictor.capture
     current = production.current
     if current is None:
-        why = production.last_error or f"no version of '{settings.model_name}' has the '{PRODUCTION}' alias yet"
+        model_name = predictor.settings.model_name
+        why = production.last_error or f"no version of '{model_name}' has the '{PRODUCTION}' alias yet"
         raise HTTPException(
             status_code=503,
             detail=f"No production model is served: {why}. Train one (Airflow DAG training_pipeline) and promote it.",
         )
     started = time.perf_counter()
-    rows = reader.read(await request.body())
+    rows = predictor.reader.read(await request.body())
     predictions = current.predict(rows.columns).tolist()
     request_id = x_request_id or str(uuid.uuid4())
     if capture is not None:
