@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any, TypedDict
 
 import msgspec
@@ -215,6 +216,39 @@ def prediction_log_records(
         }
         for i, (record, prediction) in enumerate(zip(inputs, predictions, strict=True))
     ]
+
+
+def prediction_log_lines(
+    request_id: str,
+    model_name: str,
+    model_version: str,
+    inputs: Sequence[Any],
+    predictions: Sequence[float],
+    latency_ms: float,
+    timestamp: datetime | None = None,
+) -> bytes:
+    """`to_jsonl(prediction_log_records(...))`, byte for byte, built without a dict per row: the fields every
+    row shares are encoded once, the inputs (dicts or msgspec structs) and predictions in one call each, and the
+    lines joined in C. The prediction service's hot path for a batch."""
+    stamp = record_time(timestamp or datetime.now(UTC))
+    head = b'{"request_id":' + _jsonl.encode(request_id) + b',"row":'
+    shared = (
+        b',"timestamp":'
+        + _jsonl.encode(stamp)
+        + b',"model_name":'
+        + _jsonl.encode(model_name)
+        + b',"model_version":'
+        + _jsonl.encode(model_version)
+        + b',"inputs":'
+    )
+    tail = b',"latency_ms":' + _jsonl.encode(float(latency_ms)) + b"}\n"
+    rows = _jsonl.encode(list(range(len(inputs))))[1:-1].split(b",")
+    values = _jsonl.encode_lines(inputs).split(b"\n")[:-1]
+    outputs = _jsonl.encode([float(p) for p in predictions])[1:-1].split(b",")
+    if not len(rows) == len(values) == len(outputs):
+        raise ValueError(f"{len(values)} inputs but {len(outputs)} predictions")
+    parts = zip(repeat(head), rows, repeat(shared), values, repeat(b',"prediction":'), outputs, repeat(tail))
+    return b"".join(map(b"".join, parts))
 
 
 class ActualRecord(TypedDict):

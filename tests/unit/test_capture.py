@@ -223,3 +223,14 @@ def test_an_unwritable_spool_is_refused(tmp_path):
     capture = PredictionCapture(FlakyS3(), tmp_path / "gone", "house_prices")
     with pytest.raises(CaptureUnavailable, match="cannot be written"):
         log(capture, rows(0, 1))
+
+
+def test_a_segment_across_hours_is_split_and_a_line_without_a_time_is_counted_lost(tmp_path):
+    s3 = FlakyS3()
+    t = datetime(2026, 3, 1, 10, 59, tzinfo=UTC)
+    body = to_jsonl(rows(0, 2, t)) + b'{"request_id":"r2","row":0}\n' + to_jsonl(rows(3, 2, t + timedelta(minutes=2)))
+    (tmp_path / f"{CLOSED}00000000000000000001-1-x-1.jsonl").write_bytes(body)
+    capture = PredictionCapture(s3, tmp_path, "house_prices")
+    assert capture.ship() == 1
+    assert sorted(k.split("/")[3] for k in s3.objects) == ["hour=10", "hour=11"]
+    assert by_number(s3.request_ids()) == ["r0", "r1", "r3", "r4"] and capture.stats["lost"] == 1

@@ -89,3 +89,20 @@ def test_actual_records():
 
 def test_aliases_in_promotion_order():
     assert contracts.ALIASES == ("staging", "production") == (contracts.STAGING, contracts.PRODUCTION)
+
+
+def test_prediction_log_lines_are_the_records_as_json_lines_byte_for_byte():
+    import msgspec
+
+    from mlops_sandbox.contracts import prediction_log_lines, prediction_log_records, to_jsonl
+
+    Row = msgspec.defstruct("Row", [("area", float), ("furnished", str)])
+    when = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    as_dicts = [{"area": 5500.0, "furnished": "yes"}, {"area": 1e-7, "furnished": 'quote " and \\u00e9'}]
+    as_structs = [Row(**d) for d in as_dicts]
+    predictions = [1.5, 2e20]
+    expected = to_jsonl(prediction_log_records('id "1"', "house-prices", "3", as_dicts, predictions, 2.25, when))
+    for inputs in (as_dicts, as_structs):
+        assert prediction_log_lines('id "1"', "house-prices", "3", inputs, predictions, 2.25, when) == expected
+    with pytest.raises(ValueError, match="2 inputs but 1 predictions"):
+        prediction_log_lines("r", "m", "1", as_dicts, [1.0], 1.0, when)

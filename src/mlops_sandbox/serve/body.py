@@ -71,8 +71,8 @@ class BodyReader:
             Discriminator(one_or_many),
         ]
         self._full = TypeAdapter(self.body_type)
-        self._by_attr = attrgetter(*self.features)
-        self._by_key = itemgetter(*self.features)
+        self._by_attr = [(f, attrgetter(f)) for f in self.features]
+        self._by_key = [(f, itemgetter(f)) for f in self.features]
 
     def read(self, body: bytes) -> Rows:
         """The rows of a body, or: 400 for a body that is not JSON, RequestValidationError (422, or 413 for
@@ -82,7 +82,7 @@ class BodyReader:
         except msgspec.DecodeError:
             return self._read_slowly(body)
         records = parsed if isinstance(parsed, list) else [parsed]
-        return Rows(records, self._columns(map(self._by_attr, records)))
+        return Rows(records, {feature: list(map(get, records)) for feature, get in self._by_attr})
 
     def _read_slowly(self, body: bytes) -> Rows:
         try:
@@ -97,12 +97,7 @@ class BodyReader:
             ) from None
         # what msgspec refused and pydantic takes (an int field sent as 3.0): pydantic's values
         records = [r.model_dump() for r in (valid if isinstance(valid, list) else [valid])]
-        return Rows(records, self._columns(map(self._by_key, records)))
-
-    def _columns(self, rows) -> dict[str, list]:
-        if len(self.features) == 1:
-            return {self.features[0]: list(rows)}
-        return dict(zip(self.features, map(list, zip(*rows, strict=True)), strict=True))
+        return Rows(records, {feature: list(map(get, records)) for feature, get in self._by_key})
 
     def openapi(self, components: dict[str, Any]) -> dict[str, Any]:
         """The request body of `/predict` for the OpenAPI document; its models are added to `components`."""

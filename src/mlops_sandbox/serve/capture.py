@@ -35,8 +35,6 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import msgspec
-
 from mlops_sandbox.contracts import PREDICTIONS, log_key
 from mlops_sandbox.serve import metrics
 
@@ -54,11 +52,23 @@ class CaptureUnavailable(Exception):
     """A prediction's capture could not be made durable (spool full, disk full or read-only): answer 503."""
 
 
-class _Stamp(msgspec.Struct):
-    timestamp: str  # the only field the shipper reads: which hour a line belongs to
+STAMP = b'"timestamp":"'  # how a line's time starts: the first such bytes in it (a string value escapes its quotes)
 
 
-_stamp = msgspec.json.Decoder(_Stamp)
+def _stamp(data: bytes, start: int) -> str | None:
+    """The timestamp of the line that starts at `start` in `data`, or None if it has none."""
+    end = data.find(b"\n", start)
+    at = data.find(STAMP, start, len(data) if end < 0 else end)
+    if at < 0:
+        return None
+    at += len(STAMP)
+    close = data.find(b'"', at)
+    try:
+        stamp = data[at:close].decode()
+        datetime.fromisoformat(stamp)
+        return stamp
+    except ValueError:  # no closing quote, not UTF-8, not a time
+        return None
 
 
 class PredictionCapture:
@@ -248,10 +258,7 @@ class PredictionCapture:
         with _locked(path) as fd:
             if fd is None or os.fstat(fd).st_nlink == 0:
                 return None
-            data = path.read_bytes()
-            lines = self._complete_lines(data, path)
-            segment_id = path.name.removeprefix(CLOSED).removesuffix(".jsonl")
-            for key, body, count in self._objects(lines, segment_id):
+            for key, body, count in self._objects(path.read_bytes(), path):
                 try:
                     self.upload(key, body)
                 except Exception as err:  # noqa: BLE001 - S3 away: the segment waits in the spool
@@ -277,38 +284,41 @@ class PredictionCapture:
             self.stats["spooled"] += count
             metrics.SPOOLED.inc(count)
 
-    def _complete_lines(self, data: bytes, path: Path) -> list[bytes]:
-        """The segment's lines; a last line without its newline is a write cut short, whose answer was never sent."""
-        lines = data.split(b"\n")
-        if lines[-1]:
-            self.stats["torn"] += 1
-            log.warning("%s ends in a torn line (%d bytes), never answered: dropped", path.name, len(lines[-1]))
-        return [line for line in lines[:-1] if line]
+    def _objects(self, data: bytes, path: Path) -> list[tuple[str, bytes, int]]:
+        """One object per hour of records, keyed by the segment: the same segment always gives the same keys.
 
-    def _objects(self, lines: list[bytes], segment_id: str) -> list[tuple[str, bytes, int]]:
-        """One object per hour of records, keyed by the segment: the same segment always gives the same keys."""
+        A last line without its newline is a write cut short, whose answer was never sent: it is dropped. A
+        segment within one hour (nearly all: they close every few seconds) is uploaded as it is, unsplit.
+        """
+        segment_id = path.name.removeprefix(CLOSED).removesuffix(RETRIED).removesuffix(".jsonl")
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            self.stats["torn"] += 1
+            log.warning("%s ends in a torn line (%d bytes), never answered: dropped", path.name, len(data) - end)
+        data = data[:end]
+        if not data:
+            return []
+        first, last = _stamp(data, 0), _stamp(data, data.rfind(b"\n", 0, end - 1) + 1)
+        if first is not None and last is not None and first[:13] == last[:13]:
+            return [(self._key(first, segment_id), data, data.count(b"\n"))]
         by_hour: dict[str, list[bytes]] = defaultdict(list)
-        first: dict[str, str] = {}
-        for line in lines:
-            try:
-                stamp = _stamp.decode(line).timestamp
-            except msgspec.DecodeError:
+        stamps: dict[str, str] = {}
+        for line in data.split(b"\n")[:-1]:
+            stamp = _stamp(line, 0)
+            if stamp is None:
                 self.stats["lost"] += 1
                 metrics.LOST.inc()
-                log.error("a captured line cannot be read and is lost: %r", line[:200])
+                log.error("a captured line has no timestamp and is lost: %r", line[:200])
                 continue
-            hour = stamp[:13]
-            by_hour[hour].append(line)
-            first.setdefault(hour, stamp)
-        segment_id = segment_id.removesuffix(RETRIED.removesuffix(".jsonl"))
+            by_hour[stamp[:13]].append(line)
+            stamps.setdefault(stamp[:13], stamp)
         return [
-            (
-                log_key(self.scenario, PREDICTIONS, datetime.fromisoformat(first[hour]), segment_id),
-                b"\n".join(group) + b"\n",
-                len(group),
-            )
+            (self._key(stamps[hour], segment_id), b"\n".join(group) + b"\n", len(group))
             for hour, group in sorted(by_hour.items())
         ]
+
+    def _key(self, stamp: str, segment_id: str) -> str:
+        return log_key(self.scenario, PREDICTIONS, datetime.fromisoformat(stamp), segment_id)
 
     def _measure_spool(self) -> None:
         """What the spool holds now, every worker's files: the size the request path checks against its cap."""

@@ -12,7 +12,7 @@ import msgspec
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from pydantic import BaseModel
 
-from mlops_sandbox.contracts import PRODUCTION, prediction_log_records, to_jsonl
+from mlops_sandbox.contracts import PRODUCTION, prediction_log_lines
 from mlops_sandbox.serve import metrics
 from mlops_sandbox.serve.capture import CaptureUnavailable
 from mlops_sandbox.serve.deps import PredictorDep
@@ -67,9 +67,7 @@ async def predict(
     request_id = x_request_id or str(uuid.uuid4())
     if capture is not None:
         latency_ms = (time.perf_counter() - started) * 1000
-        lines = to_jsonl(
-            prediction_log_records(request_id, current.name, current.version, rows.records, predictions, latency_ms)
-        )
+        lines = prediction_log_lines(request_id, current.name, current.version, rows.records, predictions, latency_ms)
         try:
             capture.log(lines, len(rows))
         except CaptureUnavailable as err:
