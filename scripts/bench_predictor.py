@@ -1,13 +1,20 @@
-"""This prediction service against `mlflow models serve`, side by side, on the same registered model.
+"""This prediction service against `mlflow models serve` and a bare FastAPI echo, side by side, in one run.
 
-Prints a table; asserts nothing. Needs the stack up with a production model (`docker compose up -d --wait`,
-then train and promote one) and Debian's `wrk` on the host (`apt-get install wrk`).
+Prints a table and the predictor's memory; asserts nothing but that the servers agree. Needs the stack up
+with a production model (`docker compose up -d --wait`, then train and promote one) and Debian's `wrk` on
+the host (`apt-get install wrk`).
 
-    python scripts/bench_predictor.py [--duration 20] [--connections 16]
+    python scripts/bench_predictor.py [--duration 15] [--connections 16] [--settle 60]
 
-Both servers get the same version (`models:/<name>@production`), two worker processes each, and the same
-records. `mlflow models serve` runs in a container of the project image on the stack's network, published on
-127.0.0.1:--mlflow-port.
+Each case (one record; a 1,000-record batch) goes to three servers, two worker processes each, with the
+same records:
+- this predictor, as the stack runs it;
+- `mlflow models serve` on the same version (`models:/<name>/<production version>`);
+- a bare FastAPI endpoint that parses the JSON and returns it (scripts/bench_echo_app.py): the floor that
+  any FastAPI service pays, before it does anything.
+The last two run in containers of the project image on the stack's network, published on 127.0.0.1
+(--mlflow-port, --echo-port), and are removed at the end. The predictor container's memory (`docker stats`)
+is printed before the loads, right after them, and --settle seconds later.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +44,9 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = io.open("{body}"):read("*a")
 """
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+SCRIPTS = Path(__file__).resolve().parent
+OURS, MLFLOW, ECHO = "this predictor", "mlflow models serve", "bare FastAPI echo"
+MLFLOW_CONTAINER, ECHO_CONTAINER = "mlops-sandbox-bench-mlflow-serve", "mlops-sandbox-bench-echo"
 
 
 def wrk(url: str, body: str, duration: int, connections: int) -> dict:
@@ -75,13 +86,49 @@ def wait_ready(url: str, timeout: float = 180) -> None:
     raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
+def start_container(name: str, args: argparse.Namespace, port: str, options: list[str], command: list[str]) -> None:
+    """`docker run -d --rm` of the project image on the stack's network, `port` published on 127.0.0.1."""
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", name, "--network", args.network, "-p", f"127.0.0.1:{port}"]
+        + options
+        + [args.image, *command],
+        check=True,
+        capture_output=True,
+    )
+
+
+def memory(container: str) -> str:
+    """The container's memory as `docker stats` shows it ("123.4MiB / 15.6GiB"), or why there is none."""
+    out = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", container], capture_output=True, text=True
+    )
+    return out.stdout.strip() if out.returncode == 0 else f"n/a ({out.stderr.strip()})"
+
+
+def times(ratio: float) -> str:
+    """1.5x, 12.3x; a ratio under 1 with two decimals (0.04x), which one would round to nothing."""
+    return f"{ratio:.1f}x" if ratio >= 1 else f"{ratio:.2f}x"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=20, help="seconds per measurement")
+    parser.add_argument("--duration", type=int, default=15, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--mlflow-port", type=int, default=5051)
+    parser.add_argument("--echo-port", type=int, default=5052)
     parser.add_argument("--network", default=os.environ.get("STACK_NETWORK", "mlops-sandbox"))
     parser.add_argument("--image", default="mlops-sandbox/project:0.1.0")
+    parser.add_argument(
+        "--predictor-container",
+        default=f"{os.environ.get('COMPOSE_PROJECT_NAME', 'mlops-sandbox')}-predictor-1",
+        help="whose memory to print (docker stats)",
+    )
+    parser.add_argument("--settle", type=int, default=60, help="seconds after the loads to read memory again; 0 skips")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -92,81 +139,84 @@ def main() -> None:
     schema = get_schema(settings.scenario)
     rows = generate_batch(settings.scenario, 123, parse_time("2030-01-01T00:00Z"), 1000)
     records = json.loads(rows[schema.feature_names].to_json(orient="records"))
+    ours = settings.predictor_url
+    mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
+    echo_url = f"http://127.0.0.1:{args.echo_port}"
 
-    name = "mlops-sandbox-bench-mlflow-serve"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--rm",
-            "--name",
-            name,
-            "--network",
-            args.network,
-            "-p",
-            f"127.0.0.1:{args.mlflow_port}:5001",
-            "-e",
-            "MLFLOW_TRACKING_URI=http://mlflow:5000",
-            "-e",
-            "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false",
-            args.image,
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{settings.model_name}/{version}",
-            "--env-manager",
-            "local",
-            "-h",
-            "0.0.0.0",
-            "-p",
-            "5001",
-            "--workers",
-            "2",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    # the body this predictor and the echo get, and the same records as MLflow's dataframe_records
+    cases = {"single row": (records[0], records[:1]), "1,000-row batch": (records, records)}
+    memories = []
+    results = {}
     try:
-        mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
+        start_container(
+            MLFLOW_CONTAINER,
+            args,
+            f"{args.mlflow_port}:5001",
+            ["-e", "MLFLOW_TRACKING_URI=http://mlflow:5000", "-e", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false"],
+            ["mlflow", "models", "serve", "-m", f"models:/{settings.model_name}/{version}", "--env-manager", "local"]
+            + ["-h", "0.0.0.0", "-p", "5001", "--workers", "2"],
+        )
+        start_container(
+            ECHO_CONTAINER,
+            args,
+            f"{args.echo_port}:8000",
+            ["-v", f"{SCRIPTS}:/bench:ro"],
+            ["uvicorn", "bench_echo_app:app", "--app-dir", "/bench", "--host", "0.0.0.0", "--port", "8000"]
+            + ["--workers", "2", "--no-access-log"],
+        )
         wait_ready(f"{mlflow_url}/ping")
-        ours = settings.predictor_url
-        # same answers first: a benchmark of two servers that disagree means nothing
+        wait_ready(f"{echo_url}/openapi.json")
+        # same answers first: a benchmark of servers that disagree means nothing
         a = requests.post(f"{ours}/predict", json=records[:5], timeout=30).json()
         b = requests.post(f"{mlflow_url}/invocations", json={"dataframe_records": records[:5]}, timeout=30).json()
+        c = requests.post(f"{echo_url}/echo", json=records[:5], timeout=30).json()
         assert a["model_version"] == str(version), a
         assert all(abs(x - y) <= 1e-6 * abs(y) for x, y in zip(a["predictions"], b["predictions"], strict=True))
+        assert c == records[:5], c
 
-        cases = {
-            "single row": (json.dumps(records[0]), json.dumps({"dataframe_records": records[:1]})),
-            "1,000-row batch": (json.dumps(records), json.dumps({"dataframe_records": records})),
-        }
-        results = {}
-        for case, (our_body, mlflow_body) in cases.items():
-            results[(case, "this predictor")] = wrk(f"{ours}/predict", our_body, args.duration, args.connections)
-            results[(case, "mlflow models serve")] = wrk(
-                f"{mlflow_url}/invocations", mlflow_body, args.duration, args.connections
-            )
+        memories.append(("before the loads", memory(args.predictor_container)))
+        for case, (body, dataframe_records) in cases.items():
+            targets = {
+                OURS: (f"{ours}/predict", json.dumps(body)),
+                MLFLOW: (f"{mlflow_url}/invocations", json.dumps({"dataframe_records": dataframe_records})),
+                ECHO: (f"{echo_url}/echo", json.dumps(body)),
+            }
+            for server, (url, payload) in targets.items():
+                say(f"{case}: {server} ({args.duration} s) ...")
+                results[(case, server)] = wrk(url, payload, args.duration, args.connections)
+        memories.append(("right after the loads", memory(args.predictor_container)))
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        for name in (MLFLOW_CONTAINER, ECHO_CONTAINER):
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    if args.settle:
+        say(f"waiting {args.settle} s for the predictor to settle ...")
+        time.sleep(args.settle)
+        memories.append((f"{args.settle} s after the loads", memory(args.predictor_container)))
 
     print(
         f"\n{settings.model_name} v{version}, wrk -t2 -c{args.connections} -d{args.duration}s, "
-        f"{os.cpu_count()} CPUs, both servers with 2 workers\n"
+        f"{os.cpu_count()} CPUs, each server with 2 workers\n"
     )
     print("| case | server | req/s | rows/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|---|")
     for (case, server), r in results.items():
-        rows_per = 1000 if case.startswith("1,000") else 1
         print(
-            f"| {case} | {server} | {r['rps']:,.0f} | {r['rps'] * rows_per:,.0f} | {r['p50']:.1f} | "
+            f"| {case} | {server} | {r['rps']:,.0f} | {r['rps'] * len(cases[case][1]):,.0f} | {r['p50']:.1f} | "
             f"{r['p99']:.1f} | {r['errors']} |"
         )
+    print()
     for case in cases:
-        ours, theirs = results[(case, "this predictor")], results[(case, "mlflow models serve")]
-        print(f"{case}: {ours['rps'] / theirs['rps']:.1f}x the throughput, p99 {ours['p99'] / theirs['p99']:.2f}x")
+        mine = results[(case, OURS)]
+        print(f"{case}:")
+        for label, server in (("mlflow", MLFLOW), ("echo", ECHO)):
+            theirs = results[(case, server)]
+            print(
+                f"  this predictor vs {label}: {times(mine['rps'] / theirs['rps'])} the rows/s, "
+                f"p99 {mine['p99'] / theirs['p99']:.2f}x"
+            )
+    print(f"\nmemory of {args.predictor_container} (docker stats):")
+    for when, usage in memories:
+        print(f"  {when}: {usage}")
 
 
 if __name__ == "__main__":
