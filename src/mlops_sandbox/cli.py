@@ -258,16 +258,20 @@ def _catalog(_: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Start the prediction service: an empty metrics folder for its workers, then uvicorn in this process."""
+    """Start the prediction service: an empty metrics folder for its workers, then gunicorn in this process,
+    forking the workers from a preloaded app (`mlops_sandbox.serve.server`)."""
     metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/prometheus-multiproc"))
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counts of a previous run (a restarted container) start over
     metrics_dir.mkdir(parents=True)
-    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "mlops_sandbox.serve.app:app"]
-    options = ["--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
-    if not args.access_log:
-        options.append("--no-access-log")  # a line per request: /metrics counts them, the capture keeps them
-    # then SIGTERM stops waiting for open connections, leaving time to ship the capture (stop grace: 30 s)
-    os.execv(sys.executable, [*uvicorn, *options, "--timeout-graceful-shutdown", "20"])
+    os.environ["PREDICTOR_ACCESS_LOG"] = "true" if args.access_log else "false"
+    gunicorn = [sys.executable, "-m", "gunicorn", "mlops_sandbox.serve.app:preloaded()", "--preload"]
+    options = ["--config", "python:mlops_sandbox.serve.server", "--worker-class", "mlops_sandbox.serve.server.Worker"]
+    options += ["--bind", f"{args.host}:{args.port}", "--workers", str(args.workers)]
+    if args.access_log:
+        options += ["--access-logfile", "-"]
+    # SIGTERM: 20 s for open requests and the capture's last upload (stop grace: 30 s); --timeout: a worker
+    # whose event loop has not answered gunicorn's heartbeat for 60 s is replaced
+    os.execv(sys.executable, [*gunicorn, *options, "--graceful-timeout", "20", "--timeout", "60"])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import gc
 import json
 import os
 from collections.abc import AsyncIterator
@@ -221,5 +222,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def app() -> FastAPI:
-    """Factory for `uvicorn --factory mlops_sandbox.serve.app:app`."""
+    """Factory for `uvicorn --factory mlops_sandbox.serve.app:app` (one process, e.g. to debug)."""
     return create_app()
+
+
+def preloaded() -> FastAPI:
+    """The app, for gunicorn's master to build before it forks the workers (`mlops_sandbox.serve.server`): the
+    libraries a served model needs are imported here, once, and the objects so far are frozen out of the
+    garbage collector's generations, so that collections in a worker do not touch (and copy) their pages."""
+    import mlflow.pyfunc  # noqa: F401 - imported for the workers: the registry client, the model's loader
+    import sklearn.compose  # noqa: F401 - what the logged models unpickle
+    import sklearn.linear_model  # noqa: F401
+
+    import mlops_sandbox.train  # noqa: F401
+
+    application = create_app()
+    gc.collect()
+    gc.freeze()
+    return application

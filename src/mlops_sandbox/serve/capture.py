@@ -163,6 +163,7 @@ class PredictionCapture:
 
     # --- the shipper ------------------------------------------------------------------------------
     def start(self) -> None:
+        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # made in a gunicorn master, started in a worker
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._measure_spool()
         self._thread = threading.Thread(target=self._run, name="prediction-capture", daemon=True)
