@@ -234,3 +234,29 @@ def test_a_segment_across_hours_is_split_and_a_line_without_a_time_is_counted_lo
     assert capture.ship() == 1
     assert sorted(k.split("/")[3] for k in s3.objects) == ["hour=10", "hour=11"]
     assert by_number(s3.request_ids()) == ["r0", "r1", "r3", "r4"] and capture.stats["lost"] == 1
+
+
+def test_a_new_segment_whose_lock_another_worker_holds_for_a_moment_still_takes_the_line(tmp_path, monkeypatch):
+    """Another worker's shipper may lock a just-created hidden segment file for a moment (to see whether it is a
+    stale leftover): the writer waits for the lock, it does not refuse the request."""
+    import fcntl
+    import threading
+
+    real_open = os.open
+
+    def open_and_let_another_worker_lock(path, flags, *mode):
+        fd = real_open(path, flags, *mode)
+        if os.path.basename(path).startswith(".new-"):
+            other = real_open(path, os.O_RDONLY)
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            threading.Timer(0.2, os.close, [other]).start()  # and lets go a moment later
+        return fd
+
+    s3 = FlakyS3()
+    capture = PredictionCapture(s3, tmp_path, "house_prices")
+    monkeypatch.setattr(os, "open", open_and_let_another_worker_lock)
+    log(capture, rows(0, 1))
+    monkeypatch.setattr(os, "open", real_open)
+    capture.rotate(force=True)
+    capture.ship()
+    assert s3.request_ids() == ["r0"]

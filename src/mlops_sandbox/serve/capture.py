@@ -141,7 +141,9 @@ class PredictionCapture:
         new = self.spool_dir / f"{NEW}{name}"
         fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process closes it, or dies
+            # held until this process closes it, or dies. Blocking: another worker's shipper may hold it for a
+            # moment, while it checks whether this hidden file is a stale leftover (it is not: it is new).
+            fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(new, self.spool_dir / f"{OPEN}{name}")
         except OSError:
             os.close(fd)
