@@ -9,19 +9,19 @@ gets most of the cases, with a model served and a real capture; then every opera
 
 from collections import Counter
 
-import pandas as pd
 import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
+from serving_stand_ins import FixedRegistry, NoRegistry, Uploads
 
 from mlops_sandbox.config import Settings
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve.app import create_app
 from mlops_sandbox.serve.capture import PredictionCapture
-from mlops_sandbox.serve.model import ProductionModel, ServedModel
+from mlops_sandbox.serve.model import ProductionModel
 
 pytestmark = pytest.mark.unit
 
@@ -37,40 +37,6 @@ def fuzz(max_examples: int) -> settings:
     """Hypothesis settings of a fuzz test: no deadline (slow CI cores), no example database in the tree. The
     app fixtures are meant to live for the whole test, across its examples (`function_scoped_fixture`)."""
     return settings(max_examples=max_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-
-
-class PricePerArea:
-    """Stands in for a pyfunc that is not ours: 1,000 per square foot, for any record the schema takes; checks
-    that it gets the signature's dtypes."""
-
-    def unwrap_python_model(self):
-        raise TypeError("not a PythonModel")
-
-    def predict(self, frame: pd.DataFrame):
-        assert list(frame.columns) == HOUSE_PRICES.feature_names
-        assert all(frame[column].dtype == "float64" for column in HOUSE_PRICES.numeric_features)
-        return frame["area"] * 1000.0
-
-
-class FixedRegistry(ProductionModel):
-    def refresh(self) -> bool:
-        self._current = ServedModel(
-            "house-prices", "3", "production", "run-1", {"dvc_data_version": "abc"}, PricePerArea(), HOUSE_PRICES
-        )
-        return True
-
-
-class NoRegistry(ProductionModel):
-    """A registry that has no production model and says so."""
-
-    def refresh(self) -> bool:
-        self.last_error = "no version of model 'house-prices' has the alias 'production' yet"
-        return False
-
-
-class Uploads(dict):
-    def __call__(self, key: str, body: bytes) -> None:
-        self[key] = body
 
 
 def _settings() -> Settings:

@@ -2,58 +2,22 @@ import asyncio
 import json
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from serving_stand_ins import HOUSE_PRICES, FixedRegistry, NoRegistry, PricePerArea, Uploads
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve import deps
 from mlops_sandbox.serve.app import create_app
 from mlops_sandbox.serve.capture import PredictionCapture
-from mlops_sandbox.serve.model import ProductionModel, ServedModel
+from mlops_sandbox.serve.model import ProductionModel
 from mlops_sandbox.serve.reload import poll_registry, signal_reload
 from mlops_sandbox.serve.schema import EXAMPLES
-
-HOUSE_PRICES = get_schema("house_prices")
 
 pytestmark = pytest.mark.unit
 
 RECORD = EXAMPLES["house_prices"]
-
-
-class NoRegistry(ProductionModel):
-    """A registry that has no production model and says so."""
-
-    def refresh(self) -> bool:
-        self.last_error = "no version of model 'house-prices' has the alias 'production' yet"
-        return False
-
-
-class PricePerArea:
-    """Stands in for a pyfunc that is not ours: 1,000 per square foot; checks it gets the signature's dtypes."""
-
-    def unwrap_python_model(self):
-        raise TypeError("not a PythonModel")
-
-    def predict(self, frame: pd.DataFrame):
-        assert frame["area"].dtype == "float64" and frame["bedrooms"].dtype == "float64"
-        assert list(frame.columns) == HOUSE_PRICES.feature_names
-        return frame["area"] * 1000.0
-
-
-class FixedRegistry(ProductionModel):
-    def refresh(self) -> bool:
-        self._current = ServedModel(
-            "house-prices", "3", "production", "run-1", {"dvc_data_version": "abc"}, PricePerArea(), HOUSE_PRICES
-        )
-        return True
-
-
-class Uploads(dict):
-    def __call__(self, key: str, body: bytes) -> None:
-        self[key] = body
 
 
 class Captured(list):
