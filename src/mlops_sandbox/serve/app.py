@@ -138,9 +138,10 @@ def s3_capture(settings: Settings) -> PredictionCapture:
 
 
 async def trim_memory(every: float = 30.0) -> None:
-    """Hand freed heap back to the OS every `every` seconds. glibc keeps what a burst of large batches freed
-    (the process' RSS stays at its peak); `malloc_trim` returns it, so a worker is back near its idle size
-    within `every` seconds of the burst. Elsewhere than glibc, does nothing."""
+    """Hand freed heap back to the OS every `every` seconds: glibc otherwise keeps the free pages that a burst
+    of large batches leaves at the top of its heaps. (What Python's own allocator keeps, and the shared pages a
+    worker has written to since the fork, stay: see scripts/bench_predictor.py for the figures.) Elsewhere than
+    glibc, does nothing."""
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):

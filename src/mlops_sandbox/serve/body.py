@@ -89,6 +89,8 @@ class BodyReader:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as err:
             raise HTTPException(status_code=400, detail=f"the body is not valid JSON: {err}") from None
+        except RecursionError:  # thousands of nested arrays or objects: no record is anything like that
+            raise HTTPException(status_code=400, detail="the body is JSON nested too deeply to be records") from None
         try:
             valid = self._full.validate_python(data)
         except ValidationError as err:
