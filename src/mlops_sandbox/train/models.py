@@ -154,16 +154,32 @@ class TabularModel:
         return self._regress(self._transform_columns(columns))
 
     def _transform_columns(self, columns: Mapping[str, Sequence]) -> np.ndarray:
-        encode = self.preprocessor.named_steps["encode"]
-        (_, scaler, numeric), (_, onehot, categorical) = encode.transformers_[:2]
+        numeric, mean, scale, one_hot = self._encoding()
         values = {c: np.asarray(columns[c], dtype=float) for c in self.schema.numeric_features}
         values |= derived(values, self.schema.name)
-        x_num = (np.column_stack([values[c] for c in numeric]) - scaler.mean_) / scaler.scale_
-        blocks = [x_num]
-        for column, categories in zip(categorical, onehot.categories_, strict=True):
-            labels = np.asarray(columns[column], dtype=object)
-            blocks.append((labels[:, None] == categories[None, :]).astype(float))
-        return np.hstack(blocks).astype(np.float32)
+        n, width = len(values[numeric[0]]), len(numeric) + sum(len(index) for _, index in one_hot)
+        x = np.zeros((n, width + 1))  # the last column takes the categories the encoder did not know, then goes
+        x[:, : len(numeric)] = (np.column_stack([values[c] for c in numeric]) - mean) / scale
+        if one_hot:
+            hot = [[index.get(label, width) for label in columns[column]] for column, index in one_hot]
+            x[np.arange(n), np.array(hot)] = 1.0
+        return x[:, :width].astype(np.float32)
+
+    def _encoding(self) -> tuple[list[str], np.ndarray, np.ndarray, list[tuple[str, dict[str, int]]]]:
+        """The fitted scaling and one-hot encoding, as plain lookups: the numeric columns with their means and
+        scales, then each category column with its categories' places in the encoded matrix. Made once."""
+        if getattr(self, "_encoding_cache", None) is None:
+            encode = self.preprocessor.named_steps["encode"]
+            (_, scaler, numeric), (_, onehot, categorical) = encode.transformers_[:2]
+            one_hot, offset = [], len(numeric)
+            for column, categories in zip(categorical, onehot.categories_, strict=True):
+                one_hot.append((column, {str(c): offset + i for i, c in enumerate(categories)}))
+                offset += len(categories)
+            self._encoding_cache = (list(numeric), scaler.mean_, scaler.scale_, one_hot)
+        return self._encoding_cache
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_encoding_cache"}  # made again where it is used
 
     def _regress(self, x: np.ndarray) -> np.ndarray:
         raw = self.kind.predict(self.fitted, x) * self.target_std + self.target_mean
