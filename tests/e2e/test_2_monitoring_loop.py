@@ -144,6 +144,24 @@ def test_no_answered_prediction_is_lost_when_the_predictor_is_killed_then_stoppe
     assert "predictor_capture_lost_rows_total 0.0" in metrics
 
 
+def test_a_killed_workers_captures_are_shipped_by_its_sibling_while_the_service_runs(settings, compose, serving):
+    """One worker process gets SIGKILL mid-load (an OOM kill): the service goes on, gunicorn replaces the worker,
+    and every answered request, including those of the dead worker's open segment, reaches the bucket."""
+    prefix = f"oom-{uuid.uuid4().hex[:8]}-"
+    victim = requests.get(f"{settings.predictor_url}/health", timeout=10).json()["worker"]
+    with Load(settings.predictor_url, prefix, clients=2) as load:
+        time.sleep(4)
+        compose("exec", "-T", "predictor", "python", "-c", f"import os, signal; os.kill({victim}, signal.SIGKILL)")
+        time.sleep(6)
+    assert len(load.answered) > 100  # (its replacement answers 503 until it has loaded the model)
+    logged = _all_captured(settings, prefix, load.answered)
+    assert not set(load.answered) - set(logged), f"{len(set(load.answered) - set(logged))} answered, not captured"
+    assert len(logged) == len(set(logged)), "a captured request was uploaded twice"
+    wait_until_serving(settings, serving, reload=False)  # a new worker took the dead one's place
+    workers = {requests.get(f"{settings.predictor_url}/health", timeout=10).json()["worker"] for _ in range(20)}
+    assert victim not in workers
+
+
 def _free_port_url(name: str) -> str:
     port = subprocess.run(["docker", "port", name, "8000"], capture_output=True, text=True, check=True)
     return "http://" + port.stdout.strip().splitlines()[0].replace("0.0.0.0", "127.0.0.1")
