@@ -53,6 +53,22 @@ def energy_predictor(compose, energy, docker_compose_project_name):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
+def _until_captured(settings, request_ids: set[str], timeout: float = 120) -> set[str]:
+    """Wait until every request id is in the sector's prediction logs; the ids still missing after `timeout`."""
+    client, deadline = s3_client(settings), time.monotonic() + timeout
+    while True:
+        seen = set()
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=settings.prediction_logs_bucket, Prefix=f"{SCENARIO}/predictions/"
+        ):
+            for obj in page.get("Contents", []):
+                body = client.get_object(Bucket=settings.prediction_logs_bucket, Key=obj["Key"])["Body"].read()
+                seen |= {json.loads(line)["request_id"] for line in body.splitlines()}
+        if request_ids <= seen or time.monotonic() > deadline:
+            return request_ids - seen
+        time.sleep(2)
+
+
 def test_both_are_registered_in_the_catalog():
     assert SCENARIO in catalog.SECTORS and MODEL_TYPE in catalog.MODEL_TYPES
 
@@ -101,7 +117,8 @@ def test_energy_demand_with_gradient_boosted_trees_through_the_whole_loop(
         actuals_delay=3,
     )
     assert report.answered >= 100 and report.failed == 0, report.as_dict()
-    time.sleep(12)  # the capture's flush interval (5 s), twice over
+    missing = _until_captured(energy_predictor, set(report.request_ids))
+    assert not missing, f"{len(missing)} answered requests not in the bucket after 120 s, e.g. {sorted(missing)[:3]}"
 
     # monitor: the monitoring DAG checks the window for this sector, with labelled rows
     summary = loop.run_monitoring(airflow, SCENARIO, window_minutes=5)
