@@ -13,6 +13,7 @@ Buckets (`Settings.buckets`) and what this module lays out in them:
   (captured requests) and the same under `<scenario>/actuals/` (ground truth), JSON Lines;
 - monitoring: `<scenario>/status.json` (the newest window), `windows/<KEY_TIME>.json`,
   `alerts/<KEY_TIME>.json` (windows that decayed), `decisions/<KEY_TIME>-v<version>.json` (challenges),
+  `experiments/v<candidate>/<KEY_TIME>.json` (online comparisons of a candidate with production),
   `quarantine/<prediction-log key>` with a `.reason.json` beside it.
 """
 
@@ -22,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import msgspec
 
@@ -30,6 +31,17 @@ import msgspec
 STAGING = "staging"
 PRODUCTION = "production"  # the version the prediction service serves and the monitor watches
 ALIASES = (STAGING, PRODUCTION)  # in promotion order
+
+# --- serving experiments: the candidate (`staging`) beside production, declared on the registered model ------
+SERVING_MODE_TAG = "serving_mode"  # registered-model tag: one of SERVING_MODES
+SERVING_AB_SHARE_TAG = "serving_ab_share"  # registered-model tag: the candidate's share of callers in `ab` mode
+SERVING_HISTORY_TAG = "serving_mode.history"  # registered-model tag: JSON list of every change, newest last
+MODE_OFF, MODE_SHADOW, MODE_AB = "off", "shadow", "ab"
+SERVING_MODES = (MODE_OFF, MODE_SHADOW, MODE_AB)
+MAX_AB_SHARE = 0.5
+PRODUCTION_VARIANT = "production"  # a captured row answered (or, in shadow mode, paired) by production
+CANDIDATE_VARIANT = "candidate"  # a captured row predicted by the `staging` version
+VARIANTS = (PRODUCTION_VARIANT, CANDIDATE_VARIANT)
 
 # --- timestamp formats (always UTC) ------------------------------------------------------------------------
 KEY_TIME_FORMAT = "%Y%m%dT%H%M%SZ"  # in raw batch, window, alert and decision keys, and record ids: sorts by time
@@ -156,20 +168,37 @@ def to_jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 class PredictionLogRecord(TypedDict):
-    """One captured prediction: one line of a prediction log (one row of a request's batch)."""
+    """One captured prediction: one line of a prediction log (one row of a request's batch).
+
+    `variant` says which model predicted it: `production`, or `candidate` (the `staging` version) when an A/B
+    experiment answered the caller with it. In shadow mode the candidate's prediction of an answered row is a
+    line of its own (`shadow: true`), written after the answer, that also carries the production version and
+    prediction it pairs with. Logs from before experiments have no `variant`: read them as `production`.
+    """
 
     request_id: str  # X-Request-ID, or a UUID the service made; actuals refer to it
     row: int  # the record's place in the request's batch
     timestamp: str  # record_time() of the answer
     model_name: str
-    model_version: str
+    model_version: str  # of the model that made `prediction`
+    variant: NotRequired[str]  # one of VARIANTS
     inputs: dict[str, Any]  # the record as validated, by feature name
     prediction: float
     latency_ms: float  # of the whole request; readers do not need it
+    shadow: NotRequired[bool]  # a candidate's prediction that was not the answer
+    production_version: NotRequired[str]  # shadow lines: the version that answered
+    production_prediction: NotRequired[float]  # shadow lines: its answer for this row
 
 
 PREDICTION_LOG_FIELDS: tuple[str, ...] = tuple(PredictionLogRecord.__annotations__)
-PREDICTION_LOG_REQUIRED: tuple[str, ...] = tuple(f for f in PREDICTION_LOG_FIELDS if f != "latency_ms")
+PREDICTION_LOG_OPTIONAL: tuple[str, ...] = (
+    "variant",
+    "latency_ms",
+    "shadow",
+    "production_version",
+    "production_prediction",
+)
+PREDICTION_LOG_REQUIRED: tuple[str, ...] = tuple(f for f in PREDICTION_LOG_FIELDS if f not in PREDICTION_LOG_OPTIONAL)
 
 
 def prediction_log_record(
@@ -197,25 +226,34 @@ def prediction_log_records(
     predictions: Iterable[float],
     latency_ms: float,
     timestamp: datetime | None = None,
+    variant: str = PRODUCTION_VARIANT,
+    shadow_of: tuple[str, Sequence[float]] | None = None,
 ) -> list[PredictionLogRecord]:
     """The records of one answered request: one per row, all stamped `timestamp` (default: now).
 
-    The prediction service's hot path: the time is formatted once per request, not once per row.
+    `variant` names the model that predicted them. `shadow_of` (the production version and its predictions)
+    makes them shadow lines: a candidate's predictions of rows that production answered.
     """
     stamp = record_time(timestamp or datetime.now(UTC))
-    return [
+    records: list[PredictionLogRecord] = [
         {
             "request_id": request_id,
             "row": i,
             "timestamp": stamp,
             "model_name": model_name,
             "model_version": model_version,
+            "variant": variant,
             "inputs": record,
             "prediction": float(prediction),
             "latency_ms": latency_ms,
         }
         for i, (record, prediction) in enumerate(zip(inputs, predictions, strict=True))
     ]
+    if shadow_of is not None:
+        version, answered = shadow_of
+        for record, production in zip(records, answered, strict=True):
+            record.update(shadow=True, production_version=version, production_prediction=float(production))
+    return records
 
 
 def prediction_log_lines(
@@ -226,6 +264,8 @@ def prediction_log_lines(
     predictions: Sequence[float],
     latency_ms: float,
     timestamp: datetime | None = None,
+    variant: str = PRODUCTION_VARIANT,
+    shadow_of: tuple[str, Sequence[float]] | None = None,
 ) -> bytes:
     """`to_jsonl(prediction_log_records(...))`, byte for byte, built without a dict per row: the fields every
     row shares are encoded once, the inputs (dicts or msgspec structs) and predictions in one call each, and the
@@ -239,16 +279,32 @@ def prediction_log_lines(
         + _jsonl.encode(model_name)
         + b',"model_version":'
         + _jsonl.encode(model_version)
+        + b',"variant":'
+        + _jsonl.encode(variant)
         + b',"inputs":'
     )
-    tail = b',"latency_ms":' + _jsonl.encode(float(latency_ms)) + b"}\n"
+    latency = b',"latency_ms":' + _jsonl.encode(float(latency_ms))
     rows = _jsonl.encode(list(range(len(inputs))))[1:-1].split(b",")
     values = _jsonl.encode_lines(inputs).split(b"\n")[:-1]
-    outputs = _jsonl.encode([float(p) for p in predictions])[1:-1].split(b",")
+    outputs = _numbers(predictions)
     if not len(rows) == len(values) == len(outputs):
         raise ValueError(f"{len(values)} inputs but {len(outputs)} predictions")
-    parts = zip(repeat(head), rows, repeat(shared), values, repeat(b',"prediction":'), outputs, repeat(tail))
+    if shadow_of is None:
+        tails: Iterable[bytes] = repeat(latency + b"}\n")
+    else:
+        version, answered = shadow_of
+        paired = _numbers(answered)
+        if len(paired) != len(outputs):
+            raise ValueError(f"{len(outputs)} shadow predictions but {len(paired)} answered ones")
+        lead = latency + b',"shadow":true,"production_version":' + _jsonl.encode(version) + b',"production_prediction":'
+        tails = (lead + p + b"}\n" for p in paired)
+    parts = zip(repeat(head), rows, repeat(shared), values, repeat(b',"prediction":'), outputs, tails)
     return b"".join(map(b"".join, parts))
+
+
+def _numbers(values: Sequence[float]) -> list[bytes]:
+    """Each value as JSON encodes a float, one bytes string each."""
+    return _jsonl.encode([float(v) for v in values])[1:-1].split(b",")
 
 
 class ActualRecord(TypedDict):
@@ -298,6 +354,17 @@ def decisions_prefix(scenario: str) -> str:
 def decision_key(scenario: str, when: datetime, challenger: str) -> str:
     """A challenger-against-champion decision, made at `when`."""
     return f"{decisions_prefix(scenario)}{key_time(when)}-v{challenger}.json"
+
+
+def experiments_prefix(scenario: str, candidate_version: str | None = None) -> str:
+    """Online comparisons of the scenario's candidates with production; of one candidate version if given."""
+    prefix = f"{scenario}/experiments/"
+    return prefix if candidate_version is None else f"{prefix}v{candidate_version}/"
+
+
+def experiment_key(scenario: str, candidate_version: str, when: datetime) -> str:
+    """The comparison of candidate `candidate_version` with production as computed at `when` (newest sorts last)."""
+    return f"{experiments_prefix(scenario, candidate_version)}{key_time(when)}.json"
 
 
 def quarantined_log_key(scenario: str, key: str) -> str:

@@ -69,10 +69,17 @@ def test_prediction_log_lines_keep_the_format_of_existing_logs():
     line = contracts.to_jsonl(records).splitlines()[1].decode()
     assert line == (
         '{"request_id":"req-1","row":1,"timestamp":"2026-03-01T07:05:09.123456+00:00","model_name":"house-prices",'
-        '"model_version":"3","inputs":{"area":95},"prediction":2.5,"latency_ms":4.2}'
+        '"model_version":"3","variant":"production","inputs":{"area":95},"prediction":2.5,"latency_ms":4.2}'
     )
-    assert tuple(json.loads(line)) == contracts.PREDICTION_LOG_FIELDS
+    shadow = ("shadow", "production_version", "production_prediction")
+    assert tuple(json.loads(line)) == tuple(f for f in contracts.PREDICTION_LOG_FIELDS if f not in shadow)
     assert "latency_ms" not in contracts.PREDICTION_LOG_REQUIRED
+    assert "variant" not in contracts.PREDICTION_LOG_REQUIRED  # logs from before experiments have none
+    shadowed = contracts.prediction_log_records(
+        "req-1", "house-prices", "4", [{"area": 80}], [1.5], 0.3, T, "candidate", ("3", [1.25])
+    )
+    assert tuple(shadowed[0]) == contracts.PREDICTION_LOG_FIELDS
+    assert shadowed[0]["shadow"] is True and shadowed[0]["production_prediction"] == 1.25
     with pytest.raises(ValueError):
         contracts.prediction_log_records("req-2", "house-prices", "3", [{"area": 80}], [1, 2], 1.0)
 
@@ -104,5 +111,10 @@ def test_prediction_log_lines_are_the_records_as_json_lines_byte_for_byte():
     expected = to_jsonl(prediction_log_records('id "1"', "house-prices", "3", as_dicts, predictions, 2.25, when))
     for inputs in (as_dicts, as_structs):
         assert prediction_log_lines('id "1"', "house-prices", "3", inputs, predictions, 2.25, when) == expected
+    shadow = ("candidate", ("3", [1.0, -2.5]))
+    expected = to_jsonl(prediction_log_records("r", "house-prices", "4", as_dicts, predictions, 0.5, when, *shadow))
+    assert prediction_log_lines("r", "house-prices", "4", as_structs, predictions, 0.5, when, *shadow) == expected
+    with pytest.raises(ValueError, match="2 shadow predictions but 1 answered"):
+        prediction_log_lines("r", "m", "1", as_dicts, predictions, 1.0, when, "candidate", ("3", [1.0]))
     with pytest.raises(ValueError, match="2 inputs but 1 predictions"):
         prediction_log_lines("r", "m", "1", as_dicts, [1.0], 1.0, when)
