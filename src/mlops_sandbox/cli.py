@@ -131,6 +131,7 @@ def _traffic(args: argparse.Namespace) -> int:
         args.start,
         [d for d in args.drift if d],
         args.actuals_delay,
+        clients=args.clients,
     )
     return _emit(report.as_dict())
 
@@ -191,13 +192,17 @@ def _model(args: argparse.Namespace) -> int:
         return _emit({"version": args.version, "model_card": "set"})
     if args.action == "rollback":
         return _emit(registry.rollback(args.by, args.reason, args.name))
+    if args.action == "experiment":
+        if args.mode == "status":
+            return _emit(registry.get_experiment(args.name))
+        return _emit(registry.set_experiment(args.mode, args.by, args.reason, args.share, args.name))
     thresholds = registry.Thresholds.from_settings(get_settings(), min_r2=args.min_r2, max_mape=args.max_mape)
     try:
         checks = registry.promote(args.version, args.to, args.by, args.reason, args.name, thresholds)
     except registry.PromotionRefused as refused:
         print(f"REFUSED: {refused}", file=sys.stderr)
-        for check in refused.failed:
-            print(f"  FAIL {check.name}: {check.detail}", file=sys.stderr)
+        for check in refused.checks:  # the passed ones too: the figures the decision rested on
+            print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}", file=sys.stderr)
         return 1
     for check in checks:
         print(f"  ok   {check.name}: {check.detail}")
@@ -276,7 +281,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from mlops_sandbox import catalog
-    from mlops_sandbox.contracts import ALIASES
+    from mlops_sandbox.contracts import ALIASES, MAX_AB_SHARE, MODE_AB, MODE_OFF, MODE_SHADOW
 
     parser = argparse.ArgumentParser(prog="mlops-sandbox", description="mlops-sandbox operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -329,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--seed", type=int, default=1000)
     traffic.add_argument("--start", type=_time, help="simulated clock start (one simulated minute per second)")
     traffic.add_argument("--drift", type=_drift, action="append", default=[], help="KIND,START,STRENGTH")
+    traffic.add_argument(
+        "--clients", type=int, default=0, help="callers to send X-Client-ID as (an A/B split is sticky per caller)"
+    )
     traffic.add_argument("--actuals-delay", type=float, default=30, help="seconds until each outcome is known")
     traffic.set_defaults(func=_traffic)
 
@@ -360,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--epochs", type=int, help="train: epochs, for the model types trained in epochs (mlp)")
     step.set_defaults(func=_step)
 
-    model = sub.add_parser("model", help="the registered model: list, describe, promote, rollback")
+    model = sub.add_parser("model", help="the registered model: list, describe, promote, rollback, experiment")
     model.add_argument("--name", help="registered model name (default: the configured scenario's)")
     actions = model.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="versions with aliases and metrics")
@@ -378,7 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = actions.add_parser("rollback", help="give production back to the previous production version")
     rollback.add_argument("--by", required=True)
     rollback.add_argument("--reason", required=True)
-    model.set_defaults(func=_model)
+    experiment = actions.add_parser(
+        "experiment", help="put the staging candidate beside production on live traffic (shadow, A/B), or stop"
+    )
+    modes = experiment.add_subparsers(dest="mode", required=True)
+    modes.add_parser("status", help="the serving mode, the candidate and production versions, who set it")
+    for mode, text in (
+        (MODE_SHADOW, "production answers every caller; the candidate predicts the same rows beside it"),
+        (MODE_AB, "a share of callers is answered by the candidate, the rest by production"),
+        (MODE_OFF, "production alone"),
+    ):
+        change = modes.add_parser(mode, help=text)
+        if mode == MODE_AB:
+            change.add_argument(
+                "--share", type=float, required=True, help=f"the candidate's share of callers, in (0, {MAX_AB_SHARE}]"
+            )
+        change.add_argument("--by", required=True, help="who decides")
+        change.add_argument("--reason", required=True, help="why")
+    model.set_defaults(func=_model, share=None)
 
     shop = sub.add_parser("workshop", help="the workshop's exercises; prepare a fresh stack for one of them")
     shop_actions = shop.add_subparsers(dest="action", required=True)

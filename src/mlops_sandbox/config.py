@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     promotion_min_r2: float = 0.6
     promotion_max_mape: float | None = 0.25
     promotion_tolerance: float = 0.0
+    # The labelled requests an online experiment (shadow or A/B) needs before promotion trusts its comparison.
+    experiment_min_labelled: int = 200
 
     # Decay rule: read only by mlops_sandbox.monitor.checks.DecayRule.from_settings.
     decay_max_drift_share: float = 0.5

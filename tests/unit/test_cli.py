@@ -78,3 +78,55 @@ def test_monitor_leaves_its_summary_as_xcom_also_when_it_fails_on_decay(tmp_path
     summary = json.loads(json.loads((tmp_path / "return.json").read_text()))
     assert summary["decay"] is True and summary["drift_share"] == 0.6
     assert json.dumps(summary) == _summary_lines(out.out)[-1]
+
+
+def test_model_experiment_sets_the_mode_and_prints_the_state(monkeypatch, capsys):
+    calls = []
+
+    def set_experiment(mode, actor, reason, share=None, name=None, settings=None):
+        calls.append((mode, actor, reason, share, name))
+        return {"model_name": name or "house-prices", "mode": mode, "share": share or 0.0, "candidate_version": "2"}
+
+    monkeypatch.setattr("mlops_sandbox.registry.set_experiment", set_experiment)
+    monkeypatch.setattr(
+        "mlops_sandbox.registry.get_experiment", lambda name=None, settings=None: {"mode": "ab", "share": 0.1}
+    )
+    assert cli.main(["model", "experiment", "ab", "--share", "0.1", "--by", "alice", "--reason", "try v2"]) == 0
+    assert json.loads(_summary_lines(capsys.readouterr().out)[-1])["mode"] == "ab"
+    assert cli.main(["model", "--name", "houses", "experiment", "shadow", "--by", "bob", "--reason", "pairs"]) == 0
+    assert cli.main(["model", "experiment", "off", "--by", "bob", "--reason", "done"]) == 0
+    assert calls == [
+        ("ab", "alice", "try v2", 0.1, None),
+        ("shadow", "bob", "pairs", None, "houses"),
+        ("off", "bob", "done", None, None),
+    ]
+    capsys.readouterr()
+    assert cli.main(["model", "experiment", "status"]) == 0
+    assert json.loads(_summary_lines(capsys.readouterr().out)[-1]) == {"mode": "ab", "share": 0.1}
+
+
+def test_model_experiment_refuses_a_share_out_of_range(capsys):
+    assert cli.main(["model", "experiment", "ab", "--share", "0.9", "--by", "alice", "--reason", "x"]) == 2
+    assert "outside (0, 0.5]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ab without --share
+        cli.main(["model", "experiment", "ab", "--by", "alice", "--reason", "x"])
+
+
+def test_a_refused_promotion_prints_every_check_with_its_figures(monkeypatch, capsys):
+    from mlops_sandbox.registry import CheckResult, PromotionRefused
+
+    checks = [
+        CheckResult("staged_first", True, "holds 'staging'"),
+        CheckResult(
+            "online_comparison", False, "worse than production online: RMSE 12 vs 10; 400 labelled, minimum 200"
+        ),
+    ]
+
+    def promote(*args, **kwargs):
+        raise PromotionRefused("house-prices", "2", "production", checks[1:], checks)
+
+    monkeypatch.setattr("mlops_sandbox.registry.promote", promote)
+    assert cli.main(["model", "promote", "2", "--to", "production", "--by", "alice", "--reason", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "  ok   staged_first: holds 'staging'" in err
+    assert "  FAIL online_comparison: worse than production online: RMSE 12 vs 10; 400 labelled, minimum 200" in err

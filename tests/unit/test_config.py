@@ -47,3 +47,15 @@ def test_buckets_cover_every_role():
         "monitoring",
         "pipeline",
     }
+
+
+def test_experiment_min_labelled_is_a_knob_with_one_default_everywhere(monkeypatch):
+    from pathlib import Path
+
+    assert Settings(_env_file=None).experiment_min_labelled == 200
+    monkeypatch.setenv("EXPERIMENT_MIN_LABELLED", "50")
+    assert Settings(_env_file=None).experiment_min_labelled == 50
+    root = Path(__file__).resolve().parents[2]
+    assert "\nEXPERIMENT_MIN_LABELLED=200\n" in (root / ".env.example").read_text()
+    assert "\nEXPERIMENT_MIN_LABELLED=200\n" in (root / "deploy/base/settings/settings.env").read_text()
+    assert "EXPERIMENT_MIN_LABELLED: ${EXPERIMENT_MIN_LABELLED:-200}" in (root / "compose.yaml").read_text()
