@@ -4,6 +4,7 @@ registries with and without a production version, an in-memory bucket."""
 import pandas as pd
 
 from mlops_sandbox.schema import get_schema
+from mlops_sandbox.serve.experiment import Experiment
 from mlops_sandbox.serve.model import ProductionModel, ServedModel
 
 HOUSE_PRICES = get_schema("house_prices")
@@ -45,3 +46,41 @@ class Uploads(dict):
 
     def __call__(self, key: str, body: bytes) -> None:
         self[key] = body
+
+
+class Candidate(ProductionModel):
+    """The `staging` version: 4, a PricePerArea times `factor` (None: a version that cannot be loaded)."""
+
+    def __init__(self, factor: float | None = 1.1):
+        super().__init__("house-prices", "http://unused", "staging", HOUSE_PRICES)
+        self.factor = factor
+
+    def refresh(self) -> bool:
+        if self.factor is None:
+            self._withdraw("'staging' points to version 4, which cannot be loaded: no such artifact")
+            return False
+        self._current = ServedModel("house-prices", "4", "staging", "run-2", {}, Scaled(self.factor), HOUSE_PRICES)
+        return True
+
+
+class Scaled(PricePerArea):
+    def __init__(self, factor: float):
+        self.factor = factor
+
+    def predict(self, frame: pd.DataFrame):
+        if self.factor < 0:
+            raise RuntimeError("the candidate broke")
+        return super().predict(frame) * self.factor
+
+
+class DeclaredExperiment(Experiment):
+    """The experiment that the registered model's tags `tags` declare (none by default), with `candidate` as
+    the `staging` version."""
+
+    def __init__(self, tags: dict[str, str] | None = None, candidate: ProductionModel | None = None):
+        super().__init__("house-prices", "http://unused", HOUSE_PRICES)
+        self.tags = tags or {}
+        self.holder = candidate or Candidate()
+
+    def declared_tags(self) -> dict[str, str]:
+        return self.tags

@@ -5,7 +5,14 @@ from types import SimpleNamespace
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from serving_stand_ins import HOUSE_PRICES, FixedRegistry, NoRegistry, PricePerArea, Uploads
+from serving_stand_ins import (
+    HOUSE_PRICES,
+    DeclaredExperiment,
+    FixedRegistry,
+    NoRegistry,
+    PricePerArea,
+    Uploads,
+)
 
 from mlops_sandbox.config import Settings
 from mlops_sandbox.serve import deps
@@ -33,8 +40,13 @@ def _settings(**overrides) -> Settings:
     return Settings(_env_file=None, model_poll_seconds=3600, capture_enabled=False, **overrides)
 
 
-def _client(production: ProductionModel, capture: PredictionCapture | None = None, **overrides) -> TestClient:
-    return TestClient(create_app(_settings(**overrides), production, capture))
+def _client(
+    production: ProductionModel,
+    capture: PredictionCapture | None = None,
+    experiment: DeclaredExperiment | None = None,
+    **overrides,
+) -> TestClient:
+    return TestClient(create_app(_settings(**overrides), production, capture, experiment or DeclaredExperiment()))
 
 
 def _serving() -> ProductionModel:
@@ -222,11 +234,13 @@ def test_reload_is_refused_when_no_token_is_set(app):
 def test_each_predicted_row_is_one_prediction_log_line_with_the_fields_monitoring_reads(app):
     captured = Captured()
     settings, reader = app.state.predictor.settings, app.state.predictor.reader
-    app.dependency_overrides[deps.get_predictor] = lambda: deps.Predictor(settings, _serving(), captured, reader)
+    predictor = deps.Predictor(settings, _serving(), captured, reader, DeclaredExperiment(), None)
+    app.dependency_overrides[deps.get_predictor] = lambda: predictor
     resp = TestClient(app).post("/predict", json=[RECORD, {**RECORD, "area": 1000.0}], headers={"X-Request-ID": "r"})
     assert resp.status_code == 200, resp.text
     assert [list(row) for row in captured] == [
-        ["request_id", "row", "timestamp", "model_name", "model_version", "inputs", "prediction", "latency_ms"]
+        ["request_id", "row", "timestamp", "model_name", "model_version", "variant", "inputs", "prediction"]
+        + ["latency_ms"]
     ] * 2
     first, second = captured
     assert (first["request_id"], first["row"], first["prediction"]) == ("r", 0, 5_500_000.0)
@@ -324,7 +338,7 @@ def test_the_service_stops_serving_a_version_the_registry_withdrew_but_not_when_
 
     monkeypatch.setattr(mlflow.pyfunc, "load_model", load_model)
     production = ProductionModel("house-prices", "http://unused", schema=HOUSE_PRICES)
-    with TestClient(create_app(_settings(), production, None)) as client:
+    with TestClient(create_app(_settings(), production, None, DeclaredExperiment())) as client:
         assert production.refresh() is False and production.current.version == "3"  # the lifespan loaded it
         registry.down = True
         production.refresh()

@@ -29,6 +29,7 @@ from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve import deps, metrics
 from mlops_sandbox.serve.body import BodyReader
 from mlops_sandbox.serve.capture import PredictionCapture
+from mlops_sandbox.serve.experiment import Experiment, ShadowScorer
 from mlops_sandbox.serve.model import ProductionModel
 from mlops_sandbox.serve.reload import poll_registry
 from mlops_sandbox.serve.routes import docs, health, model, predict
@@ -157,11 +158,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     capture: PredictionCapture | None = app.state.capture
     if capture is not None:
         capture.start()
-    poller = asyncio.create_task(poll_registry(app.state.production, app.state.settings.model_poll_seconds))
+    poller = asyncio.create_task(
+        poll_registry(app.state.production, app.state.settings.model_poll_seconds, app.state.experiment)
+    )
     trimmer = asyncio.create_task(trim_memory())
+    shadow: ShadowScorer | None = app.state.predictor.shadow
+    if shadow is not None:
+        shadow.start()
     yield
     poller.cancel()
     trimmer.cancel()
+    if shadow is not None:
+        await asyncio.to_thread(shadow.stop)  # before the capture closes: its last shadow lines go with it
     if capture is not None:
         await asyncio.to_thread(capture.close)  # on SIGTERM too: uvicorn runs the shutdown first
     metrics.worker_exited(os.getpid())
@@ -171,8 +179,10 @@ def create_app(
     settings: Settings | None = None,
     production: ProductionModel | None = None,
     capture: PredictionCapture | None = None,
+    experiment: Experiment | None = None,
 ) -> FastAPI:
-    """Build the app. `production` and `capture` are injectable, so tests need no registry and no S3.
+    """Build the app. `production`, `capture` and `experiment` are injectable, so tests need no registry and
+    no S3.
 
     What the routes use is on `app.state` (`settings`, `production`, `capture`), and reaches them through
     `serve.deps`; a test can also override one there (`app.dependency_overrides[deps.get_production]`).
@@ -182,6 +192,7 @@ def create_app(
     production = production or ProductionModel(settings.model_name, settings.mlflow_tracking_uri, schema=schema)
     if capture is None and settings.capture_enabled:
         capture = s3_capture(settings)
+    experiment = experiment or Experiment(settings.model_name, settings.mlflow_tracking_uri, schema=schema)
 
     app = FastAPI(
         title="mlops-sandbox prediction service",
@@ -197,8 +208,10 @@ def create_app(
     app.state.settings = settings
     app.state.production = production
     app.state.capture = capture
+    app.state.experiment = experiment
     reader = BodyReader(schema, settings.predictor_max_batch)
-    app.state.predictor = deps.Predictor(settings, production, capture, reader)
+    shadow = ShadowScorer(experiment, capture) if capture is not None else None
+    app.state.predictor = deps.Predictor(settings, production, capture, reader, experiment, shadow)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, max_bytes=settings.predictor_max_body_bytes)
     app.add_middleware(metrics.RequestMetrics)  # the outermost: it also counts the 413s of BodyLimit

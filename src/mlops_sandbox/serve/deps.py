@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from mlops_sandbox.config import Settings
 from mlops_sandbox.serve.body import BodyReader
 from mlops_sandbox.serve.capture import PredictionCapture
+from mlops_sandbox.serve.experiment import Experiment, ShadowScorer
 from mlops_sandbox.serve.model import ProductionModel
 
 
@@ -29,19 +30,22 @@ async def get_production(request: Request) -> ProductionModel:
     return request.app.state.production
 
 
-async def get_capture(request: Request) -> PredictionCapture | None:
-    """Where predictions are captured; None when capture is off."""
-    return request.app.state.capture
+async def get_experiment(request: Request) -> Experiment:
+    """The shadow or A/B experiment beside production (mode `off` when none is declared)."""
+    return request.app.state.experiment
 
 
 @dataclass(frozen=True)
 class Predictor:
-    """What `/predict` uses: the settings, the served model's holder, the capture (None: off), the body reader."""
+    """What `/predict` uses: the settings, the served model's holder, the capture (None: off), the body reader,
+    the experiment beside production, and its shadow scorer (None when capture is off)."""
 
     settings: Settings
     production: ProductionModel
     capture: PredictionCapture | None
     reader: BodyReader
+    experiment: Experiment
+    shadow: ShadowScorer | None
 
 
 async def get_predictor(request: Request) -> Predictor:
@@ -50,5 +54,5 @@ async def get_predictor(request: Request) -> Predictor:
 
 SettingsDep = Annotated[Settings, Depends(get_service_settings)]
 ProductionDep = Annotated[ProductionModel, Depends(get_production)]
-CaptureDep = Annotated[PredictionCapture | None, Depends(get_capture)]
+ExperimentDep = Annotated[Experiment, Depends(get_experiment)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

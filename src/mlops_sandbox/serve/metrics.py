@@ -50,6 +50,24 @@ MODEL_VERSION = Gauge(
     ["model_name"],
     multiprocess_mode="liveall",
 )
+CANDIDATE_VERSION = Gauge(
+    "predictor_candidate_version",
+    "The `staging` version each worker runs beside production in a shadow or A/B experiment (0: none)",
+    ["model_name"],
+    multiprocess_mode="liveall",
+)
+EXPERIMENT_BROKEN = Gauge(
+    "predictor_experiment_broken",
+    "1 while the declared experiment cannot run (candidate not loadable, or it failed): production answers all",
+    ["model_name"],
+    multiprocess_mode="livemax",
+)
+VARIANT_ROWS = Counter("predictor_variant_rows", "Rows answered, by variant (production | candidate)", ["variant"])
+SHADOW_ROWS = Counter("predictor_shadow_rows", "Rows the candidate predicted in shadow, after production answered")
+SHADOW_DROPPED = Counter(
+    "predictor_shadow_dropped_rows", "Rows the candidate did not shadow (queue full, candidate gone or failed)"
+)
+CANDIDATE_ERRORS = Counter("predictor_candidate_errors", "Predictions the candidate failed (production answered)")
 
 ROUTES = frozenset({"/predict", "/health", "/model", "/reload", "/metrics", "/docs", "/openapi.json"})
 

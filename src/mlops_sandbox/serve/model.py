@@ -68,10 +68,19 @@ def _unwrap(pyfunc: Any):
 
 
 class ProductionModel:
-    """Holds the served model and swaps it atomically when the alias moves to another version."""
+    """Holds the served model and swaps it atomically when the alias moves to another version. (An experiment
+    holds its candidate, the `staging` version, in another one: `serve.experiment`.)"""
 
-    def __init__(self, model_name: str, tracking_uri: str, alias: str = PRODUCTION, schema: Schema | None = None):
+    def __init__(
+        self,
+        model_name: str,
+        tracking_uri: str,
+        alias: str = PRODUCTION,
+        schema: Schema | None = None,
+        gauge=metrics.MODEL_VERSION,
+    ):
         self.model_name = model_name
+        self.gauge = gauge  # the metric that shows the version held
         self.tracking_uri = tracking_uri
         self.alias = alias
         self.schema = schema
@@ -147,9 +156,16 @@ class ProductionModel:
                 schema=self.schema,
             )
             self.last_error = self._withdrawn = None
-            metrics.MODEL_VERSION.labels(self.model_name).set(int(mv.version))
+            self.gauge.labels(self.model_name).set(int(mv.version))
             log.info("now serving %s version %s", self.model_name, mv.version)
             return True
+
+    def release(self) -> None:
+        """Hold nothing, and say nothing is wrong: the model is no longer asked for (an experiment ended)."""
+        if self._current is not None:
+            log.info("released %s version %s ('%s')", self.model_name, self._current.version, self.alias)
+        self._current = self.last_error = self._withdrawn = None
+        self.gauge.labels(self.model_name).set(0)
 
     def _withdraw(self, reason: str) -> None:
         """Stop serving: the registry no longer backs the version held (if any)."""
@@ -160,4 +176,4 @@ class ProductionModel:
             reason += f"; stopped serving version {self._withdrawn}"
         self._current = None
         self.last_error = reason
-        metrics.MODEL_VERSION.labels(self.model_name).set(0)
+        self.gauge.labels(self.model_name).set(0)

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 
+from mlops_sandbox.serve.experiment import Experiment
 from mlops_sandbox.serve.model import ProductionModel
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ def signal_reload() -> None:
         os.utime(RELOAD_SIGNAL)
 
 
-async def poll_registry(production: ProductionModel, poll_seconds: float) -> None:
-    """Refresh `production` every `poll_seconds`, and at once when the reload signal moves. Runs until cancelled."""
+async def poll_registry(production: ProductionModel, poll_seconds: float, experiment: Experiment | None = None) -> None:
+    """Refresh `production` (then the `experiment` beside it) every `poll_seconds`, and at once when the reload
+    signal moves. Runs until cancelled."""
     seen_signal, next_poll = signal_mtime(), 0.0
     while True:
         signal = signal_mtime()
@@ -39,6 +41,8 @@ async def poll_registry(production: ProductionModel, poll_seconds: float) -> Non
             seen_signal, next_poll = signal, time.monotonic() + poll_seconds
             try:
                 await asyncio.to_thread(production.refresh)
+                if experiment is not None:
+                    await asyncio.to_thread(experiment.refresh, production.current)
             except Exception:  # noqa: BLE001 - the poller must outlive any single failure
                 log.exception("registry poll failed")
         await asyncio.sleep(1.0)

@@ -1,11 +1,12 @@
 """`GET /health`: liveness, and which model this worker serves."""
 
 import os
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from mlops_sandbox.serve.deps import ProductionDep, SettingsDep
+from mlops_sandbox.serve.deps import ExperimentDep, ProductionDep, SettingsDep
 
 router = APIRouter()
 
@@ -20,11 +21,14 @@ class Health(BaseModel):
     # client can wait until every worker serves a new version.
     worker: int
     workers: int
+    # the shadow or A/B experiment beside production: mode, share, candidate_version, running, broken (why not)
+    experiment: dict[str, Any]
 
 
 @router.get("/health", response_model=Health)
-async def health(production: ProductionDep, settings: SettingsDep) -> Health:
-    """Liveness, and whether a production model is loaded."""
+async def health(production: ProductionDep, settings: SettingsDep, experiment: ExperimentDep) -> Health:
+    """Liveness, whether a production model is loaded, and the experiment beside it (`broken` says why one that
+    is declared does not run: production then answers every request)."""
     current = production.current
     return Health(
         status="ok",
@@ -34,4 +38,5 @@ async def health(production: ProductionDep, settings: SettingsDep) -> Health:
         detail=production.last_error,
         worker=os.getpid(),
         workers=settings.predictor_workers,
+        experiment=experiment.info(current),
     )

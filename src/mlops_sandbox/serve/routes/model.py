@@ -6,19 +6,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException
 
-from mlops_sandbox.serve.deps import ProductionDep, SettingsDep
+from mlops_sandbox.serve.deps import ExperimentDep, ProductionDep, SettingsDep
 from mlops_sandbox.serve.reload import signal_reload
 
 router = APIRouter()
 
 
 @router.get("/model", responses={503: {"description": "No production model is served; the detail says why"}})
-async def model_info(production: ProductionDep) -> dict[str, Any]:
-    """The served version: alias, run id, data lineage, and when it was loaded."""
+async def model_info(production: ProductionDep, experiment: ExperimentDep) -> dict[str, Any]:
+    """The production version (alias, run id, data lineage, when it was loaded), and `served`: every version
+    this worker answers or shadows with, and its role (production, or the experiment's candidate)."""
     current = production.current
     if current is None:
         raise HTTPException(status_code=503, detail=production.last_error or "no production model loaded")
-    return current.info()
+    served = [{**current.info(), "role": "production"}]
+    candidate = experiment.candidate
+    if candidate is not None:
+        served.append({**candidate.info(), "role": f"candidate ({experiment.mode})"})
+    return {**current.info(), "served": served, "experiment": experiment.info(current)}
 
 
 @router.post(

@@ -12,10 +12,11 @@ import msgspec
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from pydantic import BaseModel
 
-from mlops_sandbox.contracts import PRODUCTION, prediction_log_lines
+from mlops_sandbox.contracts import MODE_OFF, MODE_SHADOW, PRODUCTION, PRODUCTION_VARIANT, prediction_log_lines
 from mlops_sandbox.serve import metrics
 from mlops_sandbox.serve.capture import CaptureUnavailable
 from mlops_sandbox.serve.deps import PredictorDep
+from mlops_sandbox.serve.experiment import ShadowJob
 
 router = APIRouter()
 
@@ -23,7 +24,8 @@ router = APIRouter()
 class PredictResponse(BaseModel):
     request_id: str
     model_name: str
-    model_version: str
+    model_version: str  # of the model that answered
+    variant: str  # production, or candidate (the `staging` version, for its A/B share of callers)
     predictions: list[float]
 
 
@@ -46,13 +48,19 @@ async def predict(
     request: Request,
     predictor: PredictorDep,
     x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+    x_client_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Response:
     """Predict for one record or a batch with the production model.
 
     The answer carries `X-Request-ID` (the client's, or a new UUID). Each row's log line is on the spool
     disk before the answer is sent: an answered prediction is never lost, even if the service is killed.
+
+    In an A/B experiment (`mlops-sandbox model experiment ab`), a share of callers is answered by the candidate
+    (the `staging` version): always the same callers, by `X-Client-ID` (else by request id). `model_version`
+    and `variant` say which model answered. In shadow mode production answers, and the candidate's predictions
+    are captured after the answer.
     """
-    production, capture = predictor.production, predictor.capture
+    production, capture, experiment = predictor.production, predictor.capture, predictor.experiment
     current = production.current
     if current is None:
         model_name = predictor.settings.model_name
@@ -63,21 +71,38 @@ async def predict(
         )
     started = time.perf_counter()
     rows = predictor.reader.read(await request.body())
-    predictions = current.predict(rows.columns).tolist()
     request_id = x_request_id or str(uuid.uuid4())
+    variant, answering = experiment.variant_for(x_client_id or request_id)
+    predictions = None
+    if answering is not None:
+        try:
+            predictions = answering.predict(rows.columns).tolist()
+        except Exception as err:  # noqa: BLE001 - the candidate never costs a caller an answer
+            experiment.fail(answering, err)
+            variant, answering = PRODUCTION_VARIANT, None
+    if answering is None:
+        answering = current
+        predictions = current.predict(rows.columns).tolist()
     if capture is not None:
         latency_ms = (time.perf_counter() - started) * 1000
-        lines = prediction_log_lines(request_id, current.name, current.version, rows.records, predictions, latency_ms)
+        lines = prediction_log_lines(
+            request_id, answering.name, answering.version, rows.records, predictions, latency_ms, variant=variant
+        )
         try:
             capture.log(lines, len(rows))
         except CaptureUnavailable as err:
             detail = f"not answered, since it could not be captured: {err}"
             raise HTTPException(status_code=503, detail=detail) from None
     metrics.ROWS.inc(len(rows))
+    if experiment.mode != MODE_OFF:
+        metrics.VARIANT_ROWS.labels(variant).inc(len(rows))
+        if experiment.mode == MODE_SHADOW and predictor.shadow is not None:
+            predictor.shadow.submit(ShadowJob(request_id, rows.records, rows.columns, current.version, predictions))
     answer = {
         "request_id": request_id,
-        "model_name": current.name,
-        "model_version": current.version,
+        "model_name": answering.name,
+        "model_version": answering.version,
+        "variant": variant,
         "predictions": predictions,
     }
     return Response(_encode(answer), media_type="application/json", headers={"X-Request-ID": request_id})
