@@ -16,6 +16,7 @@ import numpy as np
 from mlops_sandbox import registry
 from mlops_sandbox.config import Settings
 from mlops_sandbox.contracts import PRODUCTION, STAGING, alerts_prefix, decision_key
+from mlops_sandbox.monitor.checks import production_answered
 from mlops_sandbox.monitor.store import load_actuals, load_predictions
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.storage import get_json, list_keys, put_json, s3_client
@@ -41,7 +42,8 @@ def fresh_labelled(settings: Settings, scenario: str, start: datetime, end: date
     client = s3_client(settings)
     window = load_predictions(client, settings.prediction_logs_bucket, get_schema(scenario), start, end)
     actuals = load_actuals(client, settings.prediction_logs_bucket, scenario, start, end + timedelta(hours=1))
-    return window.predictions.merge(actuals, on="request_id", how="inner"), start, end
+    answered, _ = production_answered(window.predictions)  # not the candidate's shadow or A/B lines
+    return answered.merge(actuals, on="request_id", how="inner"), start, end
 
 
 def challenge(

@@ -1,13 +1,23 @@
 import json
+import math
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
+from s3_stand_in import FakeS3, WritableS3
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.contracts import log_hour_prefixes, prediction_log_record, to_jsonl
+from mlops_sandbox.contracts import actual_record, log_hour_prefixes, log_key, prediction_log_record, to_jsonl
 from mlops_sandbox.features import preprocess
 from mlops_sandbox.ingest import validate
-from mlops_sandbox.monitor.checks import DecayRule, column_drift_of, figures_and_reports, parse_prediction_log
+from mlops_sandbox.monitor.checks import (
+    DecayRule,
+    column_drift_of,
+    figures_and_reports,
+    parse_prediction_log,
+    production_answered,
+    window_predictions,
+)
 from mlops_sandbox.monitor.store import load_predictions, quarantine_logs, save_status
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.simulate import Drift, generate_batch
@@ -17,37 +27,6 @@ HOUSE_PRICES = get_schema("house_prices")
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
-
-
-class FakeS3:
-    """The three calls the monitor makes, over a dict of objects."""
-
-    def __init__(self, objects: dict[str, bytes]):
-        self.objects = objects
-
-    def get_paginator(self, _):
-        return self
-
-    def paginate(self, Bucket, Prefix):  # noqa: N803 - boto3's names
-        yield {"Contents": [{"Key": k} for k in sorted(self.objects) if k.startswith(Prefix)]}
-
-    def get_object(self, Bucket, Key):  # noqa: N803
-        import io
-
-        return {"Body": io.BytesIO(self.objects[Key])}
-
-
-class WritableS3(FakeS3):
-    """... and the writes (one namespace for every bucket: the keys differ)."""
-
-    class exceptions:  # noqa: N801 - boto3's name
-        NoSuchKey = KeyError
-
-    def put_object(self, Bucket, Key, Body, ContentType=None):  # noqa: N803
-        self.objects[Key] = Body
-
-    def delete_object(self, Bucket, Key):  # noqa: N803
-        self.objects.pop(Key, None)
 
 
 def log_rows(frame, when, model_version="1", prefix="r"):
@@ -192,3 +171,230 @@ def test_window_results_land_where_readers_look_and_a_clean_rerun_withdraws_the_
     assert "house_prices/windows/20260501T110000Z.json" in s3.objects
     save_status(s3, "monitoring", "house_prices", T0, status("2026-05-01T12:05:00+00:00", False))  # a rerun
     assert "house_prices/alerts/20260501T120000Z.json" not in s3.objects
+
+
+# --- serving experiments: shadow and A/B lines ---------------------------------------------------------------
+def experiment_lines(frame, model, when, prefix="e", candidate=None, answered_by_candidate=()):
+    """Production's lines for each row of `frame` (one request per row) and, for a shadow experiment, the
+    candidate's shadow line of each (its prediction `candidate(frame)`); in A/B, the rows numbered in
+    `answered_by_candidate` are the candidate's answer instead. Returns (lines, actuals)."""
+    production = model.predict(frame)
+    shadowed = candidate(frame) if candidate is not None else None
+    lines, actuals = [], []
+    for i, record in enumerate(log_rows(frame, when, prefix=prefix)):
+        ab = i in answered_by_candidate
+        line = {**record, "prediction": float(production[i]), "variant": "production"}
+        if ab:
+            line |= {"variant": "candidate", "model_version": "2", "prediction": float(frame["price"].iloc[i])}
+        lines.append(line)
+        if shadowed is not None and not ab:
+            lines.append(
+                {
+                    **record,
+                    "model_version": "2",
+                    "variant": "candidate",
+                    "shadow": True,
+                    "prediction": float(shadowed[i]),
+                    "production_version": "1",
+                    "production_prediction": float(production[i]),
+                }
+            )
+        actuals.append(actual_record(record["request_id"], float(frame["price"].iloc[i]), when + timedelta(minutes=1)))
+    return lines, actuals
+
+
+def test_parse_keeps_the_experiment_fields_and_reads_logs_from_before_them(trained):
+    _, model, _ = trained
+    frame = generate_batch("house_prices", 4, T0, 2)
+    (old, *_), _ = experiment_lines(frame, model, T0)
+    old = {k: v for k, v in old.items() if k not in ("variant", "latency_ms")}  # written before experiments
+    lines, _ = experiment_lines(frame, model, T0, candidate=lambda f: f["price"] * 1.01)
+    parsed = parse_prediction_log(to_jsonl([old]), HOUSE_PRICES)
+    assert parsed.loc[0, "variant"] == "production" and not parsed.loc[0, "shadow"]
+    assert parsed.loc[0, "production_version"] is None and math.isnan(parsed.loc[0, "production_prediction"])
+    assert math.isnan(parsed.loc[0, "latency_ms"])
+    parsed = parse_prediction_log(to_jsonl(lines), HOUSE_PRICES)
+    assert list(parsed["variant"]) == ["production", "candidate"] * 2 and list(parsed["shadow"]) == [False, True] * 2
+    shadow = parsed.iloc[1]
+    assert (shadow["model_version"], shadow["production_version"]) == ("2", "1")
+    assert shadow["production_prediction"] == parsed.iloc[0]["prediction"] and shadow["latency_ms"] == 1.0
+    with pytest.raises(ValueError, match="unknown variant"):
+        parse_prediction_log(to_jsonl([{**lines[0], "variant": "challenger"}]), HOUSE_PRICES)
+    with pytest.raises(ValueError, match="shadow line"):
+        parse_prediction_log(to_jsonl([{**lines[0], "shadow": True}]), HOUSE_PRICES)
+
+
+def test_a_request_row_keeps_its_production_and_shadow_lines_and_production_figures_only_its_own(trained):
+    reference, model, _ = trained
+    frame = generate_batch("house_prices", 5, T0, 60)
+    shadowed, _ = experiment_lines(frame, model, T0, candidate=lambda f: f["price"])
+    ab, _ = experiment_lines(frame, model, T0, prefix="ab", answered_by_candidate=range(0, 60, 3))
+    parsed = [parse_prediction_log(to_jsonl(lines), HOUSE_PRICES) for lines in (shadowed, shadowed[:10], ab)]
+    window = window_predictions(parsed, HOUSE_PRICES, T0, T0 + timedelta(minutes=5))  # a retried upload: once
+    assert len(window) == 60 * 2 + 60
+    production, excluded = production_answered(window.assign(actual=window["request_id"].map(lambda _: 1.0)))
+    assert (excluded["total"], excluded["shadow"], excluded["candidate_answered"]) == (80, 60, 20)
+    assert len(production) == 100 and set(production["variant"]) == {"production"} and not production["shadow"].any()
+    assert set(production["model_version"]) == {"1"}
+    labelled = production.drop(columns="actual").merge(
+        pd.DataFrame(
+            {
+                "request_id": [f"e{i}" for i in range(60)] + [f"ab{i}" for i in range(60)],
+                "actual": list(frame["price"]) * 2,
+            }
+        ),
+        on="request_id",
+    )
+    figures, _ = figures_and_reports(reference, labelled, HOUSE_PRICES, T0)
+    errors = model.predict(labelled) - labelled["actual"].to_numpy()
+    assert figures["rows"] == figures["labelled_rows"] == 100
+    assert figures["mae"] == pytest.approx(abs(errors).mean())  # production's own, not the candidate's
+
+
+@pytest.fixture
+def stand(trained, monkeypatch, tmp_path):
+    """run_window against fakes: S3 in a dict, the production model and its training rows, the registry's
+    serving experiment (`stand.experiment`), and a local Evidently workspace."""
+    from evidently.ui.workspace import Workspace
+
+    from mlops_sandbox import registry
+    from mlops_sandbox.monitor import steps
+
+    reference, model, baseline_mae = trained
+
+    class Stand:
+        s3 = WritableS3({})
+        workspace = Workspace(str(tmp_path / "evidently"))
+        experiment = {"mode": "off", "candidate_version": None, "production_version": "1", "set_at": None}
+        settings = Settings(_env_file=None, experiment_min_labelled=50)
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+
+        def put(self, kind, when, records, name="a"):
+            self.s3.objects[log_key("house_prices", kind, when, name)] = to_jsonl(records)
+
+    stand = Stand()
+    real_project = steps.evidently_project
+    monkeypatch.setattr(steps, "s3_client", lambda settings: stand.s3)
+    monkeypatch.setattr(
+        steps,
+        "production_model",
+        lambda settings, scenario: {"name": "house-prices", "version": "1", "tags": {}, "test_mae": baseline_mae},
+    )
+    monkeypatch.setattr(steps, "reference_data", lambda settings, tags: reference)
+    monkeypatch.setattr(registry, "get_experiment", lambda name=None, settings=None, client=None: stand.experiment)
+    monkeypatch.setattr(
+        steps, "evidently_project", lambda settings, scenario: real_project(settings, scenario, stand.workspace)
+    )
+    return stand
+
+
+def test_a_shadow_experiment_window_compares_the_candidate_with_production(trained, stand):
+    from mlops_sandbox.monitor.steps import run_window
+
+    _, model, _ = trained
+    start, end = stand.start, stand.start + timedelta(minutes=5)
+    stand.experiment |= {"mode": "shadow", "candidate_version": "2", "set_at": (start - timedelta(hours=1)).isoformat()}
+    better = lambda f: f["price"] * 1.02  # noqa: E731 - the candidate errs by 2 %: far better than the linear model
+    earlier, earlier_actuals = experiment_lines(
+        generate_batch("house_prices", 6, start, 80), model, start - timedelta(minutes=30), "old", better
+    )
+    now, now_actuals = experiment_lines(generate_batch("house_prices", 7, start, 120), model, start, "new", better)
+    stand.put("predictions", start - timedelta(minutes=30), earlier)
+    stand.put("actuals", start - timedelta(minutes=29), earlier_actuals)
+    stand.put("predictions", start, now)
+    stand.put("actuals", start + timedelta(minutes=1), now_actuals)
+
+    status = run_window(stand.settings, "house_prices", start, end)
+
+    assert status["figures"]["rows"] == status["figures"]["labelled_rows"] == 120  # production's lines only
+    assert status["figures"]["model_versions_seen"] == ["1"]
+    assert status["excluded_rows"] | {"reason": None} == {
+        "total": 120,
+        "shadow": 120,
+        "candidate_answered": 0,
+        "reason": None,
+    }
+    key = f"house_prices/experiments/v2/{end:%Y%m%dT%H%M%SZ}.json"
+    assert status["experiment"]["key"] == key and status["experiment"]["verdict"] == "better"
+    assert status["experiment"]["mode"] == "shadow" and "better" in status["experiment"]["summary"]
+    written = json.loads(stand.s3.objects[key])
+    assert (written["candidate_version"], written["production_version"], written["mode"]) == ("2", "1", "shadow")
+    assert written["comparison"]["labelled"] == 200 and written["window"]["comparison"]["labelled"] == 120
+    assert written["since"] == (start - timedelta(hours=1)).isoformat() and written["until"] == end.isoformat()
+    assert written["verdict"] == written["window"]["verdict"] == "better"
+    assert written["variants"]["candidate"]["versions"] == ["2"] and written["variants"]["production"]["rows"] == 200
+
+    # Evidently: production's two snapshots and one per variant, and the dashboard plots the variants
+    project = stand.workspace.search_project("house_prices monitoring")[0]
+    runs = {i: stand.workspace.get_run(project.id, i) for i in status["evidently_snapshots"]}
+    tags = sorted(tuple(run.tags) for run in runs.values())
+    assert tags == [("drift",), ("experiment", "candidate"), ("experiment", "production"), ("performance",)]
+    candidate_run = next(run for run in runs.values() if "candidate" in run.tags)
+    assert candidate_run.metadata == {"variant": "candidate", "version": "2", "mode": "shadow"}
+    panels = {p.title: p for p in stand.workspace.get_dashboard(project.id).panels}
+    assert [s.tags for s in panels["MAE by variant"].values] == [
+        ["experiment", "production"],
+        ["experiment", "candidate"],
+    ]
+    assert panels["MAE on predictions with actuals"].values[0].tags == ["performance"]
+
+    again = run_window(stand.settings, "house_prices", start, end)  # a rerun replaces, adds nothing
+    assert len(stand.workspace.list_runs(project.id)) == 4 and again["experiment"]["key"] == key
+    assert [k for k in stand.s3.objects if "/experiments/" in k] == [key]
+
+
+def test_candidate_lines_without_a_running_experiment_are_compared_as_ab(trained, stand):
+    from mlops_sandbox.monitor.steps import run_window
+
+    _, model, _ = trained
+    start, end = stand.start, stand.start + timedelta(minutes=5)
+    lines, actuals = experiment_lines(
+        generate_batch("house_prices", 8, start, 90), model, start, "ab", answered_by_candidate=range(0, 90, 3)
+    )
+    stand.put("predictions", start, lines)
+    stand.put("actuals", start + timedelta(minutes=1), actuals)
+
+    status = run_window(stand.settings, "house_prices", start, end)
+
+    assert status["figures"]["rows"] == 60 and status["excluded_rows"]["candidate_answered"] == 30
+    experiment = status["experiment"]
+    assert (experiment["mode"], experiment["candidate_version"]) == ("ab", "2")
+    assert experiment["verdict"] == "not_enough_data"  # 30 candidate rows, 50 needed
+    written = json.loads(stand.s3.objects[experiment["key"]])
+    assert written["variants"]["candidate"]["labelled"] == 30 and written["variants"]["production"]["labelled"] == 60
+    assert written["since"] == start.isoformat()  # from the candidate's first line
+
+
+def test_no_experiment_and_no_candidate_lines_writes_no_comparison(trained, stand):
+    from mlops_sandbox.monitor.steps import run_window
+
+    _, model, _ = trained
+    lines, _ = experiment_lines(generate_batch("house_prices", 9, stand.start, 40), model, stand.start)
+    stand.put("predictions", stand.start, lines)
+    status = run_window(stand.settings, "house_prices", stand.start, stand.start + timedelta(minutes=5))
+    assert "experiment" not in status and status["excluded_rows"]["total"] == 0 and status["figures"]["rows"] == 40
+    assert not [k for k in stand.s3.objects if "/experiments/" in k]
+
+
+def test_a_project_made_before_experiments_gets_the_variant_panel_once(tmp_path):
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+    from evidently.ui.workspace import Workspace
+
+    from mlops_sandbox.monitor.steps import evidently_project
+
+    workspace = Workspace(str(tmp_path))
+    old = workspace.create_project("house_prices monitoring")
+    old.dashboard.add_panel(
+        line_plot_panel(
+            title="MAE on predictions with actuals",
+            values=[PanelMetric(legend="MAE", metric="MAE", metric_labels={"value_type": "mean"})],
+        )
+    )
+    settings = Settings(_env_file=None)
+    for _ in range(2):
+        _, project = evidently_project(settings, "house_prices", workspace)
+        assert project.id == old.id
+    panels = workspace.get_dashboard(old.id).panels
+    assert [p.title for p in panels] == ["MAE on predictions with actuals", "MAE by variant"]
+    assert panels[0].values[0].tags == ["performance"]

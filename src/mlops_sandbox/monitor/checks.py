@@ -1,5 +1,10 @@
 """The monitor's logic, without I/O: prediction logs and actuals to frames, Evidently's figures for a window,
 the decay rule, and the status a window gets. `monitor.store` and `monitor.steps` do the reading and writing.
+
+A window can hold lines of a serving experiment (`contracts.PredictionLogRecord`): the candidate's shadow
+predictions and, in A/B mode, rows the candidate answered. The production model's figures use only the rows
+production answered (`production_answered`); the experiment's rows (`experiment_rows`) go to
+`mlops_sandbox.experiment.compare`, and each variant gets its own Evidently snapshot (`experiment_reports`).
 """
 
 from __future__ import annotations
@@ -13,14 +18,47 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mlops_sandbox.contracts import PREDICTION_LOG_REQUIRED
+from mlops_sandbox.contracts import (
+    CANDIDATE_VARIANT,
+    MODE_AB,
+    MODE_OFF,
+    MODE_SHADOW,
+    PREDICTION_LOG_REQUIRED,
+    PRODUCTION_VARIANT,
+    VARIANTS,
+)
 from mlops_sandbox.schema import Schema
 
 if TYPE_CHECKING:
     from mlops_sandbox.config import Settings
 
+# the optional prediction-log fields a window's frame keeps, with the value of a line that lacks them (logs
+# from before experiments have none of them but `latency_ms`)
+OPTIONAL_DEFAULTS: dict = {
+    "latency_ms": np.nan,
+    "variant": PRODUCTION_VARIANT,
+    "shadow": False,
+    "production_version": None,
+    "production_prediction": np.nan,
+}
 # the prediction-log fields a window's frame keeps, besides the inputs flattened into one column each
-LOGGED_COLUMNS = tuple(f for f in PREDICTION_LOG_REQUIRED if f != "inputs")
+LOGGED_COLUMNS = (*(f for f in PREDICTION_LOG_REQUIRED if f != "inputs"), *OPTIONAL_DEFAULTS)
+# a line is one prediction of one model: a request row can have two lines (production's and a shadow one)
+LINE_IDENTITY = ["request_id", "row", "variant", "shadow"]
+# the columns `mlops_sandbox.experiment.compare` reads
+EXPERIMENT_COLUMNS = (
+    "request_id",
+    "row",
+    "variant",
+    "shadow",
+    "model_version",
+    "prediction",
+    "actual",
+    "latency_ms",
+    "production_prediction",
+    "production_version",
+)
+EXPERIMENT_TAG = "experiment"  # Evidently tag of the per-variant snapshots, beside the variant's name
 
 
 @dataclass(frozen=True)
@@ -80,11 +118,22 @@ def parse_prediction_log(body: bytes, schema: Schema) -> pd.DataFrame:
         inputs = line["inputs"]
         if not isinstance(inputs, dict) or set(schema.feature_names) - set(inputs):
             raise ValueError(f"line {number}: inputs do not match scenario '{schema.name}'")
-        rows.append({**{f: line[f] for f in LOGGED_COLUMNS}, **inputs})
+        # a field that is absent or null takes its default
+        record = {f: default if line.get(f) is None else line[f] for f, default in OPTIONAL_DEFAULTS.items()}
+        if record["variant"] not in VARIANTS:
+            raise ValueError(f"line {number}: unknown variant {record['variant']!r}; known: {VARIANTS}")
+        if not isinstance(record["shadow"], bool):
+            raise ValueError(f"line {number}: shadow is {record['shadow']!r}, not true or false")
+        if record["shadow"] and record["variant"] != CANDIDATE_VARIANT:
+            raise ValueError(f"line {number}: a shadow line must be the {CANDIDATE_VARIANT} variant's")
+        rows.append({**{f: line[f] for f in LOGGED_COLUMNS if f not in OPTIONAL_DEFAULTS}, **record, **inputs})
     frame = pd.DataFrame(rows)
     try:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         frame["prediction"] = frame["prediction"].astype(float)
+        frame["latency_ms"] = pd.to_numeric(frame["latency_ms"]).astype(float)
+        frame["production_prediction"] = pd.to_numeric(frame["production_prediction"]).astype(float)
+        frame["shadow"] = frame["shadow"].astype(bool)
         for column in schema.numeric_features:
             frame[column] = frame[column].astype(float)
     except (ValueError, TypeError) as err:
@@ -93,14 +142,140 @@ def parse_prediction_log(body: bytes, schema: Schema) -> pd.DataFrame:
 
 
 def window_predictions(frames: list[pd.DataFrame], schema: Schema, start: datetime, end: datetime) -> pd.DataFrame:
-    """The parsed log files of a window as one frame: the predictions timed in [start, end), each once (a
-    retried upload can log a request twice), in time order."""
+    """The parsed log files of a window as one frame: the predictions timed in [start, end), each line once (a
+    retried upload can log a request twice; a shadow line is a line of its own), in time order."""
     if not frames:
-        return pd.DataFrame(columns=[*LOGGED_COLUMNS, *schema.feature_names])
+        frame = pd.DataFrame(columns=[*LOGGED_COLUMNS, *schema.feature_names])
+        return frame.astype({"shadow": bool, "latency_ms": float, "production_prediction": float})
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[(frame["timestamp"] >= pd.Timestamp(start)) & (frame["timestamp"] < pd.Timestamp(end))]
-    frame = frame.drop_duplicates(["request_id", "row"]).sort_values(["timestamp", "request_id", "row"])
+    frame = frame.drop_duplicates(LINE_IDENTITY).sort_values(["timestamp", "request_id", "row", "shadow"])
     return frame.reset_index(drop=True)
+
+
+def _line_kinds(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Which lines are the candidate's shadow predictions, and which rows the candidate answered (A/B)."""
+    variant = frame["variant"] if "variant" in frame else pd.Series(PRODUCTION_VARIANT, index=frame.index)
+    shadow = frame["shadow"].fillna(False).astype(bool) if "shadow" in frame else pd.Series(False, index=frame.index)
+    return shadow, (variant == CANDIDATE_VARIANT) & ~shadow
+
+
+def production_answered(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The rows production answered, the ones its figures (drift, MAE, the decay rule) are about; and what was
+    left out, and why: the candidate's shadow predictions (production answered those rows too: its own line is
+    kept) and the rows the candidate answered in an A/B experiment."""
+    shadow, candidate = _line_kinds(frame)
+    excluded = {
+        "total": int(shadow.sum() + candidate.sum()),
+        "shadow": int(shadow.sum()),
+        "candidate_answered": int(candidate.sum()),
+        "reason": "production's figures cover only the rows production answered; the candidate's shadow lines "
+        "and the rows it answered in an A/B experiment are compared in `experiment`",
+    }
+    return frame[~shadow & ~candidate].reset_index(drop=True), excluded
+
+
+def has_candidate_lines(frame: pd.DataFrame) -> bool:
+    """Whether the frame holds a line the candidate predicted (shadow or answered)."""
+    return bool(len(frame)) and "variant" in frame and bool((frame["variant"] == CANDIDATE_VARIANT).any())
+
+
+def experiment_mode(registered_mode: str | None, frame: pd.DataFrame) -> str:
+    """The comparison's design: the registry's serving mode while an experiment is on; else what the lines say
+    (shadow lines: shadow; candidate-answered rows only: A/B)."""
+    if registered_mode in (MODE_SHADOW, MODE_AB):
+        return registered_mode
+    shadow, _ = _line_kinds(frame)
+    return MODE_SHADOW if shadow.any() else MODE_AB
+
+
+def candidate_version_of(frame: pd.DataFrame, registered: str | None = None) -> str | None:
+    """The candidate version to compare: the registry's (`staging`) while an experiment is on, else that of the
+    newest candidate line in the frame; None when there is neither."""
+    if registered is not None:
+        return str(registered)
+    if not has_candidate_lines(frame):
+        return None
+    lines = frame[frame["variant"] == CANDIDATE_VARIANT].sort_values("timestamp")
+    return str(lines["model_version"].iloc[-1])
+
+
+def experiment_rows(frame: pd.DataFrame, candidate_version: str, production_version: str | None = None) -> pd.DataFrame:
+    """The lines an experiment comparison reads (`EXPERIMENT_COLUMNS`, `actual` NaN when unlabelled): the rows
+    production answered (only those of `production_version`, when given: the version the candidate is compared
+    with), and the lines of candidate `candidate_version` (shadow or answered)."""
+    shadow, candidate = _line_kinds(frame)
+    versions = frame["model_version"].astype(str)
+    of_candidate = (shadow | candidate) & (versions == str(candidate_version))
+    of_production = ~shadow & ~candidate
+    if production_version is not None:
+        of_production &= versions == str(production_version)
+        if "production_version" in frame:  # a shadow line pairs with the answer of one production version
+            of_candidate &= ~shadow | (frame["production_version"].astype(str) == str(production_version))
+    rows = frame[of_production | of_candidate].reindex(columns=EXPERIMENT_COLUMNS)
+    return rows.astype({"shadow": bool}).reset_index(drop=True)
+
+
+def experiment_object(
+    cumulative: dict,
+    window: dict,
+    scenario: str,
+    candidate_version: str,
+    production_version: str | None,
+    since: datetime,
+    until: datetime,
+) -> dict:
+    """What the monitor writes to `contracts.experiment_key`: the comparison since the experiment was set
+    (`since`, at most 7 days back, to `until`) with the window's own comparison under `window`."""
+    return {
+        **cumulative,
+        "window": window,
+        "scenario": scenario,
+        "candidate_version": str(candidate_version),
+        "production_version": None if production_version is None else str(production_version),
+        "since": since.astimezone(UTC).isoformat(),
+        "until": until.astimezone(UTC).isoformat(),
+        "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def experiment_reports(rows: pd.DataFrame, mode: str, timestamp: datetime) -> list:
+    """Evidently 0.7: per variant, the regression metrics of its labelled lines among `rows` (see
+    `experiment_rows`), tagged `experiment` and the variant's name, its versions and the mode as metadata, so
+    the project's "MAE by variant" panel plots both over time. A variant without labelled lines gets none."""
+    if mode == MODE_OFF:
+        raise ValueError("no experiment runs in mode 'off'")
+    stamp = timestamp.astimezone(UTC).replace(tzinfo=None)
+    snapshots = []
+    for variant in VARIANTS:
+        lines = rows[rows["variant"] == variant].dropna(subset=["actual", "prediction"])
+        if not len(lines):
+            continue
+        versions = ",".join(sorted({str(v) for v in lines["model_version"].dropna()}))
+        metadata = {"variant": variant, "version": versions, "mode": mode}  # strings only: see decay_report
+        snapshots.append(
+            _performance_report(lines, stamp, [EXPERIMENT_TAG, variant], metadata, f"experiment: {variant}")
+        )
+    return snapshots
+
+
+def _performance_report(labelled: pd.DataFrame, stamp, tags: list[str], metadata: dict | None = None, name=None):
+    """MAE, RMSE and the row count of labelled predictions: the report run_window's MAE panel plots."""
+    from evidently import DataDefinition, Dataset, Regression, Report
+    from evidently.metrics import MAE, RMSE, RowCount
+
+    definition = DataDefinition(
+        numerical_columns=["actual", "prediction"],
+        regression=[Regression(target="actual", prediction="prediction")],
+    )
+    data = labelled[["actual", "prediction"]].astype(float)
+    return Report([MAE(), RMSE(), RowCount()]).run(
+        current_data=Dataset.from_pandas(data, data_definition=definition),
+        timestamp=stamp,
+        tags=tags,
+        metadata=metadata or {},
+        name=name,
+    )
 
 
 def actuals_frame(bodies: Iterable[bytes]) -> pd.DataFrame:
@@ -166,8 +341,8 @@ def figures_and_reports(
     """Evidently 0.7: data drift of the features against the reference, and regression performance on the
     rows that have an actual. Returns (figures, [snapshots]); snapshots are stamped with `timestamp`."""
     stamp = timestamp.astimezone(UTC).replace(tzinfo=None) if timestamp else None  # Evidently keeps naive UTC
-    from evidently import DataDefinition, Dataset, Regression, Report
-    from evidently.metrics import MAE, RMSE, RowCount
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import RowCount
     from evidently.presets import DataDriftPreset
 
     features = schema.feature_names
@@ -192,15 +367,7 @@ def figures_and_reports(
         snapshots.append(drift)
     labelled = current.dropna(subset=["actual"]) if "actual" in current else current.iloc[0:0]
     if len(labelled):
-        perf_definition = DataDefinition(
-            numerical_columns=["actual", "prediction"],
-            regression=[Regression(target="actual", prediction="prediction")],
-        )
-        performance = Report([MAE(), RMSE(), RowCount()]).run(
-            current_data=Dataset.from_pandas(labelled[["actual", "prediction"]], data_definition=perf_definition),
-            timestamp=stamp,
-            tags=["performance"],
-        )
+        performance = _performance_report(labelled, stamp, ["performance"])
         errors = labelled["prediction"].to_numpy() - labelled["actual"].to_numpy()
         figures |= {
             "labelled_rows": int(len(labelled)),
@@ -236,8 +403,12 @@ def status_object(
     model: dict,
     quarantined: list[dict],
     rule: DecayRule,
+    excluded: dict | None = None,
+    experiment: dict | None = None,
 ) -> dict:
-    return {
+    """A window's status: production's figures and decay verdict; the lines left out of them (`excluded_rows`,
+    see `production_answered`) and, when the window belongs to a serving experiment, its short verdict."""
+    status = {
         "scenario": scenario,
         "window_start": start.isoformat(),
         "window_end": end.isoformat(),
@@ -249,3 +420,8 @@ def status_object(
         "quarantined_files": quarantined,
         "rule": asdict(rule),
     }
+    if excluded is not None:
+        status["excluded_rows"] = excluded
+    if experiment is not None:
+        status["experiment"] = experiment
+    return status

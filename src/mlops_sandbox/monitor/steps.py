@@ -1,6 +1,10 @@
 """The monitoring step over one time window, as the `monitoring` DAG runs it (`mlops-sandbox monitor`): the
-wiring of `monitor.checks` to MLflow (the production model), DVC (its training data), S3 (`monitor.store`)
-and the Evidently UI (the scenario's project and its snapshots).
+wiring of `monitor.checks` to MLflow (the production model, the serving experiment), DVC (its training data),
+S3 (`monitor.store`) and the Evidently UI (the scenario's project and its snapshots).
+
+While a serving experiment runs (the registry's serving mode is shadow or ab) or the window holds candidate
+lines, the window also compares the candidate with production (`mlops_sandbox.experiment.compare`), for the
+window and since the experiment was set, and writes it to `contracts.experiment_key`.
 """
 
 from __future__ import annotations
@@ -13,14 +17,37 @@ from pathlib import Path
 import pandas as pd
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.contracts import PRODUCTION
-from mlops_sandbox.monitor.checks import DecayRule, decay_report, figures_and_reports, status_object
-from mlops_sandbox.monitor.store import load_actuals, load_predictions, previous_status, quarantine_logs, save_status
-from mlops_sandbox.schema import get_schema
+from mlops_sandbox.contracts import CANDIDATE_VARIANT, MODE_OFF, PRODUCTION, PRODUCTION_VARIANT
+from mlops_sandbox.monitor.checks import (
+    EXPERIMENT_TAG,
+    DecayRule,
+    candidate_version_of,
+    decay_report,
+    experiment_mode,
+    experiment_object,
+    experiment_reports,
+    experiment_rows,
+    figures_and_reports,
+    has_candidate_lines,
+    production_answered,
+    status_object,
+)
+from mlops_sandbox.monitor.store import (
+    load_actuals,
+    load_predictions,
+    previous_status,
+    quarantine_logs,
+    save_experiment,
+    save_status,
+)
+from mlops_sandbox.schema import Schema, get_schema
 from mlops_sandbox.storage import s3_client
 
 log = logging.getLogger(__name__)
 REFERENCE_CACHE = Path(tempfile.gettempdir()) / "mlops-sandbox-reference"
+EXPERIMENT_LOOKBACK = timedelta(days=7)  # the cumulative comparison reads at most this much history
+MAE_PANEL = "MAE on predictions with actuals"
+MAE_BY_VARIANT_PANEL = "MAE by variant"
 
 
 def production_model(settings: Settings, scenario: str) -> dict | None:
@@ -51,47 +78,198 @@ def reference_data(settings: Settings, tags: dict) -> pd.DataFrame:
     return table[table["split"] == "train"].reset_index(drop=True)
 
 
-def evidently_project(settings: Settings, scenario: str):
-    """The scenario's Evidently UI project, created with its dashboard on first use."""
+def dashboard_panels() -> list:
+    """The panels of a scenario's Evidently dashboard. Series filter snapshots by tag: `drift` and `performance`
+    are production's window figures, `experiment` with a variant's name a serving experiment's."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import counter_panel, line_plot_panel
-    from evidently.ui.workspace import RemoteWorkspace
 
-    workspace = RemoteWorkspace(settings.evidently_url)
-    name = f"{scenario} monitoring"
-    found = workspace.search_project(name)
-    if found:
-        return workspace, found[0]
-    project = workspace.create_project(name, description=f"Drift and decay of the {scenario} production model")
-    project.dashboard.add_panel(
+    return [
         counter_panel(
             title="Predictions in the last window",
             size="half",
             values=[PanelMetric(legend="rows", metric="RowCount", tags=["drift"])],
-        )
-    )
-    project.dashboard.add_panel(
+        ),
         line_plot_panel(
             title="Share of drifted features",
             size="half",
             values=[PanelMetric(legend="share", metric="DriftedColumnsCount", metric_labels={"value_type": "share"})],
-        )
-    )
-    project.dashboard.add_panel(
+        ),
         line_plot_panel(
-            title="MAE on predictions with actuals",
+            title=MAE_PANEL,
             size="half",
-            values=[PanelMetric(legend="MAE", metric="MAE", metric_labels={"value_type": "mean"})],
-        )
-    )
-    project.dashboard.add_panel(
+            values=[
+                PanelMetric(legend="MAE", metric="MAE", tags=["performance"], metric_labels={"value_type": "mean"})
+            ],
+        ),
         line_plot_panel(
             title="Prediction volume per window",
             size="half",
             values=[PanelMetric(legend="predictions", metric="RowCount", tags=["drift"])],
-        )
+        ),
+        mae_by_variant_panel(),
+    ]
+
+
+def mae_by_variant_panel():
+    """A serving experiment's MAE over time, one line per variant (`checks.experiment_reports`)."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+
+    return line_plot_panel(
+        title=MAE_BY_VARIANT_PANEL,
+        size="half",
+        values=[
+            PanelMetric(
+                legend=variant, metric="MAE", tags=[EXPERIMENT_TAG, variant], metric_labels={"value_type": "mean"}
+            )
+            for variant in (PRODUCTION_VARIANT, CANDIDATE_VARIANT)
+        ],
     )
+
+
+def upgrade_dashboard(workspace, project) -> list[str]:
+    """Bring the dashboard of a project made before serving experiments up to date: production's MAE panel
+    plots only `performance` snapshots (not the per-variant ones), and "MAE by variant" is added if missing.
+    Returns what was changed (nothing when already up to date)."""
+    dashboard = workspace.get_dashboard(project.id)
+    changed = []
+    for panel in dashboard.panels:
+        if panel.title == MAE_PANEL and any(not series.tags for series in panel.values):
+            for series in panel.values:
+                series.tags = series.tags or ["performance"]
+            changed.append(f"{MAE_PANEL}: performance snapshots only")
+    if changed:
+        workspace.save_dashboard(project.id, dashboard)
+    if not any(panel.title == MAE_BY_VARIANT_PANEL for panel in dashboard.panels):
+        project.dashboard.add_panel(mae_by_variant_panel())
+        changed.append(f"{MAE_BY_VARIANT_PANEL}: added")
+    for change in changed:
+        log.info("Evidently project %s: %s", project.name, change)
+    return changed
+
+
+def evidently_project(settings: Settings, scenario: str, workspace=None):
+    """The scenario's Evidently UI project, created with its dashboard on first use (one made earlier gets the
+    panels added since: `upgrade_dashboard`). `workspace`: default, the UI server's."""
+    if workspace is None:
+        from evidently.ui.workspace import RemoteWorkspace
+
+        workspace = RemoteWorkspace(settings.evidently_url)
+    name = f"{scenario} monitoring"
+    found = workspace.search_project(name)
+    if found:
+        upgrade_dashboard(workspace, found[0])
+        return workspace, found[0]
+    project = workspace.create_project(name, description=f"Drift and decay of the {scenario} production model")
+    for panel in dashboard_panels():
+        project.dashboard.add_panel(panel)
     return workspace, project
+
+
+def serving_experiment(settings: Settings, scenario: str) -> dict:
+    """The registry's serving experiment of the scenario's model (`registry.get_experiment`); mode `off` when
+    the model is not registered yet."""
+    from mlflow.exceptions import MlflowException
+
+    from mlops_sandbox import registry
+
+    name = settings.model_name_for(scenario)
+    try:
+        return registry.get_experiment(name=name, settings=settings)
+    except (LookupError, MlflowException) as err:  # LookupError: not registered yet
+        log.info("no serving experiment for %s: %s", name, err)
+        return {"model_name": name, "mode": MODE_OFF, "candidate_version": None, "production_version": None}
+
+
+def experiment_since(set_at: str | None, start: datetime, end: datetime) -> datetime:
+    """Where the cumulative comparison starts: when the experiment was set, at most `EXPERIMENT_LOOKBACK`
+    before the window's end, and never after the window's start."""
+    since = end - EXPERIMENT_LOOKBACK
+    if set_at:
+        set_time = datetime.fromisoformat(set_at.replace("Z", "+00:00"))
+        since = max(since, set_time if set_time.tzinfo else set_time.replace(tzinfo=UTC))
+    return min(since, start)
+
+
+def _since_set(frame: pd.DataFrame, set_at: str | None) -> pd.DataFrame:
+    """The lines of `frame` captured since the experiment was set (all of them when that is not known): a
+    window that starts before it holds lines of an earlier experiment, or none."""
+    if not set_at or not len(frame):
+        return frame
+    return frame[frame["timestamp"] >= pd.Timestamp(set_at.replace("Z", "+00:00"))]
+
+
+def run_experiment(
+    settings: Settings,
+    client,
+    scenario: str,
+    schema: Schema,
+    start: datetime,
+    end: datetime,
+    current: pd.DataFrame,
+    model: dict | None,
+) -> tuple[dict | None, list]:
+    """Compare the candidate with production when the registry says an experiment is on or the window holds
+    candidate lines: for the window (`current`, every line joined with its actual) and since the experiment
+    was set. Writes the comparison to S3; returns the window status's short `experiment` entry and the
+    per-variant Evidently snapshots, or (None, []) when there is no experiment to compare.
+    """
+    from mlops_sandbox.experiment import compare
+
+    registered = serving_experiment(settings, scenario)
+    running = registered.get("mode", MODE_OFF) != MODE_OFF
+    if not running and not has_candidate_lines(current):
+        return None, []
+    candidate = candidate_version_of(current, registered.get("candidate_version") if running else None)
+    if candidate is None:
+        log.warning("%s: serving mode %s but no candidate version to compare", scenario, registered.get("mode"))
+        return None, []
+    mode = experiment_mode(registered.get("mode") if running else None, current)
+    production_version = registered.get("production_version") or (model or {}).get("version")
+    set_at = registered.get("set_at") if running else None
+    window_rows = experiment_rows(_since_set(current, set_at), candidate, production_version)
+
+    since = experiment_since(set_at, start, end)
+    if since < start:
+        logs = settings.prediction_logs_bucket
+        history = load_predictions(client, logs, schema, since, end).predictions
+        actuals = load_actuals(client, logs, scenario, since, datetime.now(UTC) + timedelta(hours=1))
+        history = history.merge(actuals, on="request_id", how="left") if len(history) else history.assign(actual=[])
+        if not running:  # no record of when it was set: from the candidate's first line in the lookback
+            of_candidate = history[
+                (history["variant"] == CANDIDATE_VARIANT) & (history["model_version"].astype(str) == candidate)
+            ]
+            if len(of_candidate):
+                since = min(of_candidate["timestamp"].min().to_pydatetime(), start)
+            history = history[history["timestamp"] >= pd.Timestamp(since)]
+        cumulative_rows = experiment_rows(_since_set(history, set_at), candidate, production_version)
+    else:
+        cumulative_rows = window_rows
+
+    min_labelled = settings.experiment_min_labelled
+    cumulative = compare(cumulative_rows, mode, min_labelled)
+    value = experiment_object(
+        cumulative,
+        compare(window_rows, mode, min_labelled),
+        scenario,
+        candidate,
+        production_version,
+        since,
+        end,
+    )
+    key = save_experiment(client, settings.monitoring_bucket, scenario, candidate, end, value)
+    log.info("%s experiment v%s against production: %s", scenario, candidate, cumulative["summary"])
+    entry = {
+        "mode": mode,
+        "candidate_version": candidate,
+        "production_version": value["production_version"],
+        "verdict": cumulative["verdict"],
+        "window_verdict": value["window"]["verdict"],
+        "summary": cumulative["summary"],
+        "key": key,
+    }
+    return entry, experiment_reports(window_rows, mode, end)
 
 
 def run_window(
@@ -99,7 +277,9 @@ def run_window(
 ) -> dict:
     """Monitor [start, end): figures, decay verdict, Evidently snapshots and the JSON status in MinIO.
 
-    Idempotent: a rerun replaces the window's snapshots and status objects instead of adding more.
+    The production model's figures cover the rows production answered; a serving experiment's lines are
+    compared on their own (`run_experiment`) and counted in the status's `excluded_rows`.
+    Idempotent: a rerun replaces the window's snapshots, status and experiment objects instead of adding more.
     """
     if end <= start:
         raise ValueError("the window must end after it starts")
@@ -114,7 +294,8 @@ def run_window(
     actuals = load_actuals(
         client, settings.prediction_logs_bucket, scenario, start, datetime.now(UTC) + timedelta(hours=1)
     )
-    current = current.merge(actuals, on="request_id", how="left") if len(current) else current.assign(actual=[])
+    lines = current.merge(actuals, on="request_id", how="left") if len(current) else current.assign(actual=[])
+    current, excluded = production_answered(lines)  # production's own figures: the rows it answered
 
     if model is None:
         figures, snapshots, reasons = {"rows": int(len(current))}, [], []
@@ -129,7 +310,11 @@ def run_window(
     figures["model_versions_seen"] = (
         sorted(map(str, current["model_version"].dropna().unique())) if len(current) else []
     )
-    status = status_object(scenario, start, end, figures, reasons, model_info, window.quarantined, rule)
+    experiment, experiment_snapshots = run_experiment(settings, client, scenario, schema, start, end, lines, model)
+    snapshots += experiment_snapshots
+    status = status_object(
+        scenario, start, end, figures, reasons, model_info, window.quarantined, rule, excluded, experiment
+    )
 
     previous = previous_status(client, bucket, scenario, start)
     status["evidently_snapshots"] = _replace_snapshots(settings, scenario, snapshots, previous)

@@ -1,5 +1,6 @@
-"""The monitor's S3 I/O: captured predictions and actuals in, a window's status, alert and quarantined files
-out. Key layouts come from `mlops_sandbox.contracts`; what is done with the data, from `monitor.checks`.
+"""The monitor's S3 I/O: captured predictions and actuals in, a window's status, alert, experiment comparison
+and quarantined files out. Key layouts come from `mlops_sandbox.contracts`; what is done with the data, from
+`monitor.checks`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from mlops_sandbox.contracts import (
     ACTUALS,
     PREDICTIONS,
     alert_key,
+    experiment_key,
     log_hour_prefixes,
     quarantine_reason_key,
     quarantined_log_key,
@@ -84,3 +86,12 @@ def save_status(client, bucket: str, scenario: str, start: datetime, status: dic
         put_json(client, bucket, alert_key(scenario, start), status)
     else:
         client.delete_object(Bucket=bucket, Key=alert_key(scenario, start))
+
+
+def save_experiment(client, bucket: str, scenario: str, candidate_version: str, when: datetime, value: dict) -> str:
+    """A serving experiment's comparison (`checks.experiment_object`) as computed up to `when`, the end of the
+    window that computed it: a rerun of that window replaces it, and the newest comparison sorts last. Returns
+    its key."""
+    key = experiment_key(scenario, candidate_version, when)
+    put_json(client, bucket, key, value)
+    return key
