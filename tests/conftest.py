@@ -108,3 +108,30 @@ def make(docker_services):
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def scenario_predictor(compose, settings):
+    """Start a second predictor for another scenario, as a user would to serve another sector: the same compose
+    service and image, with SCENARIO set, on a free host port and its own spool folder. A context manager
+    that yields the scenario's host-side settings (`predictor_url` is the new service), and removes it after."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def start(scenario: str, *env: str):
+        name = f"{PROJECT}-{scenario.replace('_', '-')}-predictor"
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        flags = [arg for pair in zip(["-e"] * len(env), env, strict=True) for arg in pair]
+        compose(
+            "run", "-d", "--no-deps", "--name", name, "-p", "127.0.0.1::8000",
+            "-e", f"SCENARIO={scenario}", "-e", "MODEL_NAME=", "-e", "CAPTURE_SPOOL_DIR=/tmp/spool", *flags,
+            "predictor",
+        )  # fmt: skip
+        try:
+            port = subprocess.run(["docker", "port", name, "8000"], capture_output=True, text=True, check=True)
+            url = "http://" + port.stdout.strip().splitlines()[0].replace("0.0.0.0", "127.0.0.1")
+            yield settings.model_copy(update={"scenario": scenario, "predictor_url_override": url})
+        finally:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+    return start

@@ -63,24 +63,80 @@ def wait_until_serving(settings: Settings, version: str, timeout: float = 120, r
     Raises:
         TimeoutError: `version` is still not served by every worker after `timeout` seconds.
     """
-    if reload and settings.predictor_reload_token:
-        requests.post(
-            f"{settings.predictor_url}/reload",
-            headers={"Authorization": f"Bearer {settings.predictor_reload_token}"},
-            timeout=60,
-        )
+    _until_every_worker(
+        settings, lambda h: h["model_version"], str(version), f"serve version {version}", timeout, reload
+    )
+
+
+def wait_until_experiment(
+    settings: Settings, mode: str, running: bool = True, timeout: float = 120, reload: bool = True
+) -> dict:
+    """Until every worker runs the experiment the registry declares (`mlops-sandbox model experiment`): in
+    `mode`, with its candidate loaded (`running`) or not (a broken candidate, or mode off). Returns the
+    experiment as `/health` shows it. Raises TimeoutError, like `wait_until_serving`."""
+
+    def state(health: dict) -> tuple:
+        return health["experiment"]["mode"], health["experiment"]["running"]
+
+    health = _until_every_worker(settings, state, (mode, running), f"run a {mode} experiment", timeout, reload)
+    return health["experiment"]
+
+
+def _until_every_worker(settings: Settings, look, expected, what: str, timeout: float, reload: bool) -> dict:
+    """Ask `/health` until every worker's answer gives `look(answer) == expected`; returns the last answer. A
+    service that is still starting (connection refused or reset) is asked again until `timeout`."""
     deadline = time.monotonic() + timeout
-    latest: dict[int, str | None] = {}  # worker pid -> the version it answered with last
+    reloaded = not (reload and settings.predictor_reload_token)
+    latest: dict[int, object] = {}  # worker pid -> what it answered last
+    health: dict = {"workers": "?"}
     while True:
-        health = requests.get(f"{settings.predictor_url}/health", timeout=10).json()
-        latest[health["worker"]] = health["model_version"]
-        if len(latest) > health["workers"]:  # a worker was replaced: forget the ones heard before
-            latest = {health["worker"]: health["model_version"]}
-        if len(latest) >= health["workers"] and set(latest.values()) == {str(version)}:
-            return
+        try:
+            if not reloaded:
+                requests.post(
+                    f"{settings.predictor_url}/reload",
+                    headers={"Authorization": f"Bearer {settings.predictor_reload_token}"},
+                    timeout=60,
+                )
+                reloaded = True
+            health = requests.get(f"{settings.predictor_url}/health", timeout=10).json()
+        except requests.ConnectionError:
+            health = {"workers": "?"}  # not listening yet
+        else:
+            latest[health["worker"]] = look(health)
+            if len(latest) > health["workers"]:  # a worker was replaced: forget the ones heard before
+                latest = {health["worker"]: look(health)}
+            if len(latest) >= health["workers"] and all(seen == expected for seen in latest.values()):
+                return health
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"the prediction service did not serve version {version} on all {health['workers']} workers "
-                f"in {timeout:.0f} s (last answers by worker: {latest})"
+                f"the prediction service did not {what} on all {health['workers']} workers in {timeout:.0f} s "
+                f"(last answers by worker: {latest})"
             )
         time.sleep(0.2)
+
+
+def wait_until_captured(
+    settings: Settings, scenario: str, request_ids: set[str], timeout: float = 120, shadowed: bool = False
+) -> set[str]:
+    """Wait until every request in `request_ids` is in the scenario's prediction logs (with `shadowed`, also
+    the candidate's shadow line of each); returns the ids still missing after `timeout` (empty: all there).
+
+    The service ships its spool every CAPTURE_FLUSH_SECONDS: run monitoring after this, not before.
+    """
+    from mlops_sandbox.contracts import log_prefix
+    from mlops_sandbox.storage import s3_client
+
+    client, deadline = s3_client(settings), time.monotonic() + timeout
+    bucket = settings.prediction_logs_bucket
+    while True:
+        seen: set[str] = set()
+        shadows: set[str] = set()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=log_prefix(scenario)):
+            for obj in page.get("Contents", []):
+                for line in client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().splitlines():
+                    record = json.loads(line)
+                    (shadows if record.get("shadow") else seen).add(record["request_id"])
+        missing = request_ids - (seen & shadows if shadowed else seen)
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(2)

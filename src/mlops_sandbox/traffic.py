@@ -3,12 +3,15 @@ prediction is published later, by request id, to the prediction-logs bucket (as 
 house sells weeks after its price was estimated).
 
 Each request sends one simulated record with `X-Request-ID` set to its record id; its target becomes the
-*actual* for that request id, published `actuals_delay` seconds after the answer.
+*actual* for that request id, published `actuals_delay` seconds after the answer. With `clients`, each request
+also comes from one of that many simulated callers (`X-Client-ID: client-<n>`, drawn with the seed), which an
+A/B experiment assigns to a variant for good; the report counts the answers by the variant that gave them.
 """
 
 from __future__ import annotations
 
 import heapq
+import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,6 +33,7 @@ class TrafficReport:
     refused: int = 0  # 4xx: invalid input (data-quality faults) or no model yet
     failed: int = 0  # 5xx or no answer
     actuals_published: int = 0
+    variants: dict[str, int] = field(default_factory=dict)  # answers by variant: production, candidate
     request_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -56,6 +60,7 @@ def run_traffic(
     drifts: Sequence[Drift] = (),
     actuals_delay: float = 30.0,
     session: requests.Session | None = None,
+    clients: int = 0,
 ) -> TrafficReport:
     """Send `rate` requests per second for `duration` seconds; publish actuals `actuals_delay` s later.
 
@@ -65,6 +70,9 @@ def run_traffic(
     """
     if rate <= 0 or duration <= 0:
         raise ValueError("rate and duration must be positive")
+    if clients < 0:
+        raise ValueError("clients must be 0 (no X-Client-ID) or more")
+    callers = random.Random(seed)
     schema = get_schema(scenario)
     session = session or requests.Session()
     report = TrafficReport()
@@ -79,15 +87,18 @@ def run_traffic(
             record = {c: _plain(row[c]) for c in schema.feature_names}
             request_id = str(row[schema.id_column])
             report.sent += 1
+            headers = {"X-Request-ID": request_id}
+            if clients:
+                headers["X-Client-ID"] = f"client-{callers.randrange(clients)}"
             try:
-                resp = session.post(
-                    f"{settings.predictor_url}/predict", json=record, headers={"X-Request-ID": request_id}, timeout=10
-                )
+                resp = session.post(f"{settings.predictor_url}/predict", json=record, headers=headers, timeout=10)
             except requests.RequestException:
                 report.failed += 1
                 continue
             if resp.status_code == 200:
                 report.answered += 1
+                variant = resp.json().get("variant", "production")
+                report.variants[variant] = report.variants.get(variant, 0) + 1
                 report.request_ids.append(request_id)
                 heapq.heappush(pending, (time.monotonic() + actuals_delay, request_id, float(row[schema.target.name])))
             elif resp.status_code < 500:

@@ -9,8 +9,6 @@ energy_demand: the same compose service and image, with SCENARIO set, as a user 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from datetime import timedelta
 
 import pytest
@@ -36,37 +34,10 @@ def energy(settings):
 
 
 @pytest.fixture(scope="module")
-def energy_predictor(compose, energy, docker_compose_project_name):
+def energy_predictor(scenario_predictor):
     """A predictor for energy_demand on a free host port, with its own spool folder; removed afterwards."""
-    name = f"{docker_compose_project_name}-energy-predictor"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    compose(
-        "run", "-d", "--no-deps", "--name", name, "-p", "127.0.0.1::8000",
-        "-e", f"SCENARIO={SCENARIO}", "-e", "MODEL_NAME=", "-e", "CAPTURE_SPOOL_DIR=/tmp/spool",
-        "predictor",
-    )  # fmt: skip
-    try:
-        port = subprocess.run(["docker", "port", name, "8000"], capture_output=True, text=True, check=True)
-        url = "http://" + port.stdout.strip().splitlines()[0].replace("0.0.0.0", "127.0.0.1")
-        yield energy.model_copy(update={"predictor_url_override": url})
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-
-
-def _until_captured(settings, request_ids: set[str], timeout: float = 120) -> set[str]:
-    """Wait until every request id is in the sector's prediction logs; the ids still missing after `timeout`."""
-    client, deadline = s3_client(settings), time.monotonic() + timeout
-    while True:
-        seen = set()
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=settings.prediction_logs_bucket, Prefix=f"{SCENARIO}/predictions/"
-        ):
-            for obj in page.get("Contents", []):
-                body = client.get_object(Bucket=settings.prediction_logs_bucket, Key=obj["Key"])["Body"].read()
-                seen |= {json.loads(line)["request_id"] for line in body.splitlines()}
-        if request_ids <= seen or time.monotonic() > deadline:
-            return request_ids - seen
-        time.sleep(2)
+    with scenario_predictor(SCENARIO) as energy:
+        yield energy
 
 
 def test_both_are_registered_in_the_catalog():
@@ -117,7 +88,7 @@ def test_energy_demand_with_gradient_boosted_trees_through_the_whole_loop(
         actuals_delay=3,
     )
     assert report.answered >= 100 and report.failed == 0, report.as_dict()
-    missing = _until_captured(energy_predictor, set(report.request_ids))
+    missing = loop.wait_until_captured(energy_predictor, SCENARIO, set(report.request_ids))
     assert not missing, f"{len(missing)} answered requests not in the bucket after 120 s, e.g. {sorted(missing)[:3]}"
 
     # monitor: the monitoring DAG checks the window for this sector, with labelled rows
