@@ -8,7 +8,7 @@ VENV_AIRFLOW := .venv-airflow
 COMPOSE := docker compose
 # Set to PyTorch's CPU wheel index to keep pip from taking the multi-GB CUDA build (see .env.example).
 TORCH_INDEX_URL ?=
-EXERCISES := 7# the workshop's exercises (mlops_sandbox.workshop.EXERCISES)
+EXERCISES := 8# the workshop's exercises (mlops_sandbox.workshop.EXERCISES)
 PIP_TORCH := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 
 .PHONY: help up down ps logs build test test-unit test-dags test-deploy test-stack lint lock bench-stack bench-predictor demo nuke \

@@ -1,22 +1,27 @@
 """The workshop (docs/workshop.md): its exercises, and the state a fresh stack needs at the start of each.
 
 `make skip-to STEP=N` resets the stack and then runs `mlops-sandbox workshop prepare N` in the `cli`
-container, which does what exercises 1 .. N-1 leave behind, with the same commands and DAGs the exercises
-use. Everything is seeded, so a prepared stack matches the one an attendee built by hand.
+container, which does what exercises 1 .. N-1 leave behind (and what exercise N's **Start from** asks for
+beyond that), with the same commands and DAGs the exercises use. Everything is seeded, so a prepared stack
+matches the one an attendee built by hand.
+
+Exercise 8 (shadow, then A/B, then promote on the evidence) also reads the monitor's comparisons of a candidate
+with production as a table (the helpers at the end).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mlops_sandbox import loop
+from mlops_sandbox import loop, registry
 from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import Settings, get_settings
+from mlops_sandbox.contracts import STAGING, experiments_prefix
 from mlops_sandbox.ingest import list_batches
 from mlops_sandbox.simulate import land_batches, parse_drift
-from mlops_sandbox.storage import s3_client
+from mlops_sandbox.storage import get_json, list_keys, s3_client
 from mlops_sandbox.traffic import run_traffic
 
 # What the exercises ask attendees to type; the tests and `prepare` use the same figures.
@@ -33,6 +38,19 @@ MODEL_CARD = (
     "House-price MLP trained by the workshop pipeline on the first 12 simulated batches. "
     "Intended for the sandbox's prediction service; not for real valuations."
 )
+# Exercise 8: a candidate retrained on more of the new market (24 more batches: 36 in all) is staged beside
+# version 2, the MLP exercise 7 trained on the first 12. It beats production offline by a few percent, which
+# live traffic can only show, or not, as the evidence grows.
+CANDIDATE_MORE_BATCHES = 24
+CANDIDATE_LAST_BATCHES = SEED_BATCHES + CANDIDATE_MORE_BATCHES
+CANDIDATE_CARD = (
+    "House-price MLP retrained by the workshop pipeline on the newest 36 batches of the new market (concept "
+    "drift). Candidate to replace production after an online experiment; not for real valuations."
+)
+AB_SHARE = 0.2  # the candidate's share of callers in exercise 8's A/B experiment
+AB_RATE = 25  # requests per second: at a 20 % share, 2 rounds of 30 s give ~300 labelled candidate rows
+AB_SECONDS = 30
+AB_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,12 @@ EXERCISES: tuple[Exercise, ...] = (
         "Retrain, challenge the champion, recover",
         None,
         "decay flagged by the monitoring DAG after concept drift",
+    ),
+    Exercise(
+        8,
+        "Compare on live traffic: shadow, then A/B, then promote on the evidence",
+        "06-ab-testing",
+        "version 2 in production; version 3, retrained on 36 batches of the new market, in staging; no experiment",
     ),
 )
 
@@ -125,6 +149,36 @@ def _drift_and_decay(settings: Settings, scenario: str, airflow: AirflowAPI, sta
         raise RuntimeError(f"concept drift was not flagged: {state['decayed_run']}")
 
 
+def _retrain_and_challenge(settings: Settings, scenario: str, airflow: AirflowAPI, state: dict) -> None:
+    """Exercise 7's steps 1 to 3: the new market's batches, a version trained on them, and its challenge."""
+    from mlops_sandbox.retrain import challenge, last_alert
+    from mlops_sandbox.simulate.generator import parse_time
+
+    s3 = s3_client(settings)
+    drift = [parse_drift(CONCEPT_DRIFT)]
+    land_batches(s3, settings.raw_data_bucket, scenario, SEED_BATCHES, ROWS_PER_BATCH, start="next", drifts=drift)
+    version = loop.run_training(airflow, scenario, "mlp", SEED_BATCHES)
+    since = parse_time(last_alert(settings, scenario)["window_start"])
+    decision = challenge(settings, scenario, since, challenger=version, actor=ACTOR)
+    if not decision["promoted"]:
+        raise RuntimeError(f"the retrained version {version} did not win its challenge: {decision}")
+    loop.wait_until_serving(settings, version)
+    state["retrained_version"] = version
+
+
+def _stage_candidate(settings: Settings, scenario: str, airflow: AirflowAPI, state: dict) -> None:
+    """Exercise 8's start: 24 more batches of the new market, a version trained on all 36, staged."""
+    s3 = s3_client(settings)
+    drift = [parse_drift(CONCEPT_DRIFT)]
+    land_batches(
+        s3, settings.raw_data_bucket, scenario, CANDIDATE_MORE_BATCHES, ROWS_PER_BATCH, start="next", drifts=drift
+    )
+    version = loop.run_training(airflow, scenario, "mlp", CANDIDATE_LAST_BATCHES)
+    registry.set_model_card(version, CANDIDATE_CARD, ACTOR, settings=settings)
+    registry.promote(version, STAGING, ACTOR, "workshop: the candidate of exercise 8's experiment", settings=settings)
+    state["candidate_version"] = version
+
+
 # What exercise N leaves behind that later exercises need (exercise 1 leaves nothing).
 AFTER: dict[int, Callable[[Settings, str, AirflowAPI, dict], None]] = {
     2: _land_seed_data,
@@ -132,6 +186,12 @@ AFTER: dict[int, Callable[[Settings, str, AirflowAPI, dict], None]] = {
     4: _promote_v1,
     5: _normal_traffic,
     6: _drift_and_decay,
+    7: _retrain_and_challenge,
+}
+# What exercise N's **Start from** asks for beyond what the exercises before it leave behind (done before its
+# own steps, so also on the way to any later exercise).
+SETUP: dict[int, Callable[[Settings, str, AirflowAPI, dict], None]] = {
+    8: _stage_candidate,
 }
 
 
@@ -153,10 +213,44 @@ def prepare(
     airflow = AirflowAPI(settings)
     state: dict = {"exercise": number, "scenario": scenario}
     started = datetime.now(UTC)
-    for done in range(1, number):
-        if done in AFTER:
-            say(f"exercise {done} ({exercise(done).title}) ...")
-            AFTER[done](settings, scenario, airflow, state)
+    for step in range(1, number + 1):
+        if step in SETUP:
+            say(f"the start of exercise {step} ({exercise(step).starts_from}) ...")
+            SETUP[step](settings, scenario, airflow, state)
+        if step < number and step in AFTER:
+            say(f"exercise {step} ({exercise(step).title}) ...")
+            AFTER[step](settings, scenario, airflow, state)
     state["seconds"] = round((datetime.now(UTC) - started) / timedelta(seconds=1))
     say(f"ready for exercise {number}: {target.title} (starts from {target.starts_from})")
     return state
+
+
+def experiment_comparisons(settings: Settings, scenario: str, candidate_version: str | int) -> list[dict]:
+    """Every comparison of candidate `candidate_version` with production that the monitor wrote, oldest first
+    (`s3://monitoring/<scenario>/experiments/v<candidate>/`); each covers the experiment since it was set."""
+    s3 = s3_client(settings)
+    keys = list_keys(s3, settings.monitoring_bucket, experiments_prefix(scenario, str(candidate_version)))
+    return [get_json(s3, settings.monitoring_bucket, key) for key in keys if key.endswith(".json")]
+
+
+def comparison_rows(comparisons: Iterable[dict]) -> list[dict]:
+    """One flat row per comparison, for a table: when, design, labelled rows, the candidate-minus-production
+    MAE difference with its interval, and the verdict. Missing figures are None."""
+    rows = []
+    for comparison in comparisons:
+        figures = comparison.get("comparison") or {}
+        variants = comparison.get("variants") or {}
+        rows.append(
+            {
+                "until": comparison.get("until"),
+                "mode": comparison.get("mode"),
+                "labelled": figures.get("labelled"),
+                "candidate_labelled": (variants.get("candidate") or {}).get("labelled"),
+                "production_labelled": (variants.get("production") or {}).get("labelled"),
+                "mae_difference": figures.get("difference"),
+                "low": figures.get("low"),
+                "high": figures.get("high"),
+                "verdict": comparison.get("verdict"),
+            }
+        )
+    return rows

@@ -20,8 +20,8 @@ def test_exercises_are_numbered_one_to_n_and_makefile_knows_n():
 
 
 def test_an_unknown_exercise_is_refused_with_the_range():
-    with pytest.raises(ValueError, match="exercises 1 to 7"):
-        workshop.exercise(8)
+    with pytest.raises(ValueError, match="exercises 1 to 8"):
+        workshop.exercise(9)
     assert cli.main(["workshop", "prepare", "0"]) == 2
 
 
@@ -85,8 +85,49 @@ def test_prepare_runs_what_the_earlier_exercises_leave_behind_in_order(monkeypat
     monkeypatch.setattr(workshop, "AirflowAPI", lambda settings: None)
     done = []
     monkeypatch.setattr(workshop, "AFTER", {n: (lambda s, sc, a, st, n=n: done.append(n)) for n in workshop.AFTER})
+    monkeypatch.setattr(
+        workshop, "SETUP", {n: (lambda s, sc, a, st, n=n: done.append(f"start of {n}")) for n in workshop.SETUP}
+    )
     state = workshop.prepare(5, say=lambda _: None)
     assert done == [2, 3, 4] and state["exercise"] == 5
     done.clear()
     workshop.prepare(2, say=lambda _: None)
     assert done == []
+    done.clear()
+    workshop.prepare(8, say=lambda _: None)  # exercise 7's retraining, then the candidate exercise 8 starts with
+    assert done == [2, 3, 4, 5, 6, 7, "start of 8"]
+
+
+def test_the_ab_exercise_sends_enough_traffic_for_the_promotion_to_trust_its_comparison():
+    from mlops_sandbox.config import Settings
+
+    expected_candidate_rows = workshop.AB_SHARE * workshop.AB_RATE * workshop.AB_SECONDS * workshop.AB_ROUNDS
+    assert expected_candidate_rows >= 1.25 * Settings().experiment_min_labelled
+    shadow_pairs = workshop.TRAFFIC_RATE * workshop.TRAFFIC_SECONDS  # every answered row gets its shadow twin
+    assert shadow_pairs >= Settings().experiment_min_labelled
+
+
+def test_comparison_rows_flatten_the_monitors_comparisons():
+    comparisons = [
+        {
+            "mode": "shadow",
+            "until": "2026-11-24T10:01:00+00:00",
+            "variants": {"production": {"labelled": 300}, "candidate": {"labelled": 300}},
+            "comparison": {"labelled": 300, "difference": -9000.0, "low": -30000.0, "high": 12000.0},
+            "verdict": "inconclusive",
+        },
+        {"mode": "ab", "verdict": "not_enough_data", "comparison": {"labelled": 0}},
+    ]
+    rows = workshop.comparison_rows(comparisons)
+    assert rows[0] == {
+        "until": "2026-11-24T10:01:00+00:00",
+        "mode": "shadow",
+        "labelled": 300,
+        "candidate_labelled": 300,
+        "production_labelled": 300,
+        "mae_difference": -9000.0,
+        "low": -30000.0,
+        "high": 12000.0,
+        "verdict": "inconclusive",
+    }
+    assert rows[1]["labelled"] == 0 and rows[1]["mae_difference"] is None and rows[1]["candidate_labelled"] is None

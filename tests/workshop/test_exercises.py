@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import requests
 
-from mlops_sandbox import registry, workshop
+from mlops_sandbox import loop, registry, workshop
 from mlops_sandbox.ingest import list_batches
 from mlops_sandbox.retrain import last_alert
 from mlops_sandbox.storage import get_json, s3_client
@@ -84,7 +84,7 @@ def _versions(settings) -> list[dict]:
 
 def test_make_skip_to_refuses_a_step_that_is_not_an_exercise(make):
     process = make("skip-to", "STEP=99")
-    assert process.returncode != 0 and "N from 1 to 7" in process.stdout + process.stderr
+    assert process.returncode != 0 and "N from 1 to 8" in process.stdout + process.stderr
 
 
 def test_exercise_1_tour(skip_to, cli, settings):
@@ -200,3 +200,45 @@ def test_exercise_7_retrain_and_recover(skip_to, cli, settings):
     cli("traffic", "--duration", "30", "--actuals-delay", "2", "--seed", "3", "--drift", workshop.CONCEPT_DRIFT)
     recovered = _last_json(cli("trigger", "monitoring", "--conf", '{"window_minutes": 1}', "--wait"))
     assert recovered["state"] == "success" and recovered["tasks"]["flag_decay"] == "success"
+
+
+def test_exercise_8_compare_on_live_traffic_and_promote(skip_to, cli, notebook, settings):
+    skip_to(8)
+    assert {v["version"]: v["aliases"] for v in _versions(settings)} == {"3": ["staging"], "2": ["production"], "1": []}
+    assert _last_json(cli("model", "experiment", "status"))["mode"] == "off"
+    # 1. shadow: the candidate predicts beside production, answering nobody
+    shadow = _last_json(cli("model", "experiment", "shadow", "--by", "attendee", "--reason", "v3 on live traffic"))
+    assert (shadow["mode"], shadow["candidate_version"], shadow["production_version"]) == ("shadow", "3", "2")
+    loop.wait_until_experiment(settings, "shadow")  # the attendee waits until /model lists both
+    served = requests.get(f"{settings.predictor_url}/model", timeout=10).json()["served"]
+    assert [(m["version"], m["role"]) for m in served] == [("2", "production"), ("3", "candidate (shadow)")]
+    # 2. traffic, with each real price published 2 s after its answer
+    drift = workshop.CONCEPT_DRIFT
+    report = _last_json(cli("traffic", "--duration", "30", "--actuals-delay", "2", "--seed", "4", "--drift", drift))
+    assert report["answered"] >= 250 and report["failed"] == 0 and report["actuals_published"] == report["answered"]
+    assert report["variants"] == {"production": report["answered"]}  # in shadow, callers only see production
+    # 3. the monitoring DAG compares the candidate with production on the labelled pairs
+    run = _last_json(cli("trigger", "monitoring", "--conf", '{"window_minutes": 1}', "--wait"))
+    assert run["state"] == "success"
+    paired = registry.latest_comparison(settings, SCENARIO, "3")
+    assert paired["mode"] == "shadow" and paired["comparison"]["labelled"] >= settings.experiment_min_labelled
+    assert paired["verdict"] in {"better", "inconclusive"} and "paired" in paired["comparison"]["method"]
+    assert paired["variants"]["production"]["labelled"] == paired["comparison"]["labelled"]
+    # 4-5. the notebook: A/B at 20 %, sticky callers, traffic in rounds, the comparisons, promotion on them
+    shown = notebook("06-ab-testing")
+    assert "alice  -> production (version 2), 3 answers" in shown
+    assert "erin   -> candidate (version 3), 3 answers" in shown
+    minimum = f"labelled, minimum {settings.experiment_min_labelled}"
+    assert re.search(rf"ok +online_comparison: candidate MAE .* {minimum}", shown)
+    assert "ok   beats_production" in shown
+    ab = [c for c in workshop.experiment_comparisons(settings, SCENARIO, "3") if c["mode"] == "ab"]
+    assert ab and ab[-1]["comparison"]["labelled"] >= settings.experiment_min_labelled
+    assert ab[-1]["verdict"] in {"better", "inconclusive"} and "independent" in ab[-1]["comparison"]["method"]
+    versions = {v["version"]: v["aliases"] for v in _versions(settings)}
+    assert sorted(versions["3"]) == ["production", "staging"] and versions["2"] == []
+    tags = use_tracking_server(settings).get_model_version(settings.model_name, "3").tags
+    assert tags["production.promoted_by"] == "attendee" and tags["previous_production_version"] == "2"
+    assert minimum in tags["production.online_comparison"]
+    health = requests.get(f"{settings.predictor_url}/health", timeout=10).json()
+    assert health["model_version"] == "3" and health["experiment"]["mode"] == "off"
+    assert _last_json(cli("model", "experiment", "status"))["mode"] == "off"
