@@ -192,3 +192,18 @@ def test_shadow_work_is_bounded_when_the_candidate_falls_behind_and_the_excess_i
     assert sorted({r["request_id"] for r in captured}) == ["first", "queued"]
     assert all(r["shadow"] and r["model_version"] == "4" for r in captured) and len(captured) == 3
     assert metrics.SHADOW_DROPPED._value.get() - dropped == 3  # before-start (1) and over (2)
+
+
+def test_a_failed_candidate_stays_aside_until_the_experiment_is_set_again():
+    experiment = DeclaredExperiment({**AB_HALF, "serving_mode.set_at": "2026-11-26T10:00:00+00:00"})
+    production = FixedRegistry("house-prices", "http://unused")
+    production.refresh()
+    experiment.refresh(production.current)
+    candidate = experiment.candidate
+    assert candidate is not None and candidate.version == "4"
+    experiment.fail(candidate, RuntimeError("boom"))
+    experiment.refresh(production.current)  # the next poll: the same declaration
+    assert experiment.candidate is None and "boom" in experiment.broken
+    experiment.tags["serving_mode.set_at"] = "2026-11-26T10:05:00+00:00"  # set again, the same mode
+    experiment.refresh(production.current)
+    assert experiment.candidate.version == "4" and experiment.broken is None

@@ -86,7 +86,8 @@ class Experiment:
         self.mode = MODE_OFF
         self.share = 0.0
         self.broken: str | None = None
-        self._failed: tuple[str, str] | None = None  # (mode, candidate version) that failed on a request
+        self._declared: tuple[str, str] = (MODE_OFF, "")  # the mode and when it was set (its tag)
+        self._failed: tuple | None = None  # the declaration and candidate version that failed on a request
         self._lock = threading.Lock()
 
     @property
@@ -113,6 +114,7 @@ class Experiment:
                     self._set(MODE_OFF, 0.0, None)
                 return
             mode, share, problem = declared_mode(tags)
+            self._declared = (mode, tags.get(f"{SERVING_MODE_TAG}.set_at", ""))
             if mode == MODE_OFF:
                 self.holder.release()
                 self._set(MODE_OFF, 0.0, problem)
@@ -124,7 +126,7 @@ class Experiment:
             elif production is not None and candidate.version == production.version:
                 self._set(MODE_OFF, 0.0, None)  # promoted: the experiment is over
                 return
-            elif self._failed == (mode, candidate.version):
+            elif self._failed == (*self._declared, candidate.version):
                 broken = self.broken
             else:
                 broken = None
@@ -138,10 +140,11 @@ class Experiment:
         metrics.EXPERIMENT_BROKEN.labels(self.model_name).set(1 if broken else 0)
 
     def fail(self, candidate: ServedModel, err: BaseException) -> None:
-        """The candidate failed on a request: stop using it until the experiment or its candidate changes."""
+        """The candidate failed on a request: stop using it until the experiment is set again (even to the same
+        mode) or its candidate changes."""
         metrics.CANDIDATE_ERRORS.inc()
         log.warning("candidate version %s failed: %r; production answers alone", candidate.version, err)
-        self._failed = (self.mode, candidate.version)
+        self._failed = (*self._declared, candidate.version)
         self._set(self.mode, self.share, f"candidate version {candidate.version} failed on a request: {err!r}"[:500])
 
     def variant_for(self, key: str) -> tuple[str, ServedModel | None]:
