@@ -15,6 +15,10 @@ same records:
 The last two run in containers of the project image on the stack's network, published on 127.0.0.1
 (--mlflow-port, --echo-port), and are removed at the end. The predictor container's memory (`docker stats`)
 is printed before the loads, right after them, and --settle seconds later.
+
+With --shadow (needs a `staging` version other than production), this predictor is measured again with a
+shadow experiment on (`registry.set_experiment`), then the experiment is set off: the same cases, plus one
+record on one connection, where the latency is the request's own and not time in a queue.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ wrk.body = io.open("{body}"):read("*a")
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 SCRIPTS = Path(__file__).resolve().parent
 OURS, MLFLOW, ECHO = "this predictor", "mlflow models serve", "bare FastAPI echo"
+SHADOW, ONE_CONNECTION = "this predictor, shadow on", "single row, 1 connection"
 MLFLOW_CONTAINER, ECHO_CONTAINER = "mlops-sandbox-bench-mlflow-serve", "mlops-sandbox-bench-echo"
 
 
@@ -55,7 +60,16 @@ def wrk(url: str, body: str, duration: int, connections: int) -> dict:
         Path(tmp, "body.json").write_text(body)
         Path(tmp, "post.lua").write_text(LUA.format(body=Path(tmp, "body.json")))
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(Path(tmp, "post.lua")), url],
+            [
+                "wrk",
+                f"-t{min(2, connections)}",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "-s",
+                str(Path(tmp, "post.lua")),
+                url,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -129,6 +143,7 @@ def main() -> None:
         help="whose memory to print (docker stats)",
     )
     parser.add_argument("--settle", type=int, default=60, help="seconds after the loads to read memory again; 0 skips")
+    parser.add_argument("--shadow", action="store_true", help="measure this predictor again in shadow mode")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -192,6 +207,9 @@ def main() -> None:
         say(f"waiting {args.settle} s for the predictor to settle ...")
         time.sleep(args.settle)
         memories.append((f"{args.settle} s after the loads", memory(args.predictor_container)))
+    if args.shadow:  # after the memory readings: the candidate is a second model in every worker
+        shadow_cases(settings, cases, results, args)
+        memories.append(("after the shadow cases (two models loaded)", memory(args.predictor_container)))
 
     print(
         f"\n{settings.model_name} v{version}, wrk -t2 -c{args.connections} -d{args.duration}s, "
@@ -205,7 +223,7 @@ def main() -> None:
             f"{r['p99']:.1f} | {r['errors']} |"
         )
     print()
-    for case in cases:
+    for case in (c for c in cases if (c, MLFLOW) in results):
         mine = results[(case, OURS)]
         print(f"{case}:")
         for label, server in (("mlflow", MLFLOW), ("echo", ECHO)):
@@ -214,9 +232,38 @@ def main() -> None:
                 f"  this predictor vs {label}: {times(mine['rps'] / theirs['rps'])} the rows/s, "
                 f"p99 {mine['p99'] / theirs['p99']:.2f}x"
             )
+    if args.shadow:
+        print("\nshadow on against off (this predictor, same run):")
+        for case in [*cases, ONE_CONNECTION]:
+            off, on = results[(case, OURS)], results[(case, SHADOW)]
+            print(
+                f"  {case}: {times(on['rps'] / off['rps'])} the req/s, p50 {on['p50'] / off['p50']:.2f}x, "
+                f"p99 {on['p99'] / off['p99']:.2f}x"
+            )
     print(f"\nmemory of {args.predictor_container} (docker stats):")
     for when, usage in memories:
         print(f"  {when}: {usage}")
+
+
+def shadow_cases(settings, cases: dict, results: dict, args: argparse.Namespace) -> None:
+    """This predictor with shadow off and on: the cases at --connections, and one record on one connection."""
+    from mlops_sandbox import loop, registry
+
+    single = json.dumps(cases["single row"][0])
+    cases[ONE_CONNECTION] = cases["single row"]
+    say(f"{ONE_CONNECTION}: {OURS} ({args.duration} s) ...")
+    results[(ONE_CONNECTION, OURS)] = wrk(f"{settings.predictor_url}/predict", single, args.duration, 1)
+    registry.set_experiment("shadow", "bench", "bench_predictor.py --shadow", settings=settings)
+    try:
+        experiment = loop.wait_until_experiment(settings, "shadow")
+        say(f"shadow on: candidate version {experiment['candidate_version']}")
+        for case, (body, _) in cases.items():
+            say(f"{case}: {SHADOW} ({args.duration} s) ...")
+            connections = 1 if case == ONE_CONNECTION else args.connections
+            payload = json.dumps(body)
+            results[(case, SHADOW)] = wrk(f"{settings.predictor_url}/predict", payload, args.duration, connections)
+    finally:
+        registry.set_experiment("off", "bench", "bench_predictor.py --shadow is done", settings=settings)
 
 
 if __name__ == "__main__":
