@@ -12,6 +12,8 @@ from mlops_sandbox.experiment import assign_variant
 from mlops_sandbox.serve.app import create_app
 from mlops_sandbox.serve.schema import EXAMPLES
 
+pytestmark = pytest.mark.unit
+
 RECORD = EXAMPLES["house_prices"]
 SHADOW = {"serving_mode": "shadow"}
 AB_HALF = {"serving_mode": "ab", "serving_ab_share": "0.5"}
