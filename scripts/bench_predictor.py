@@ -234,7 +234,7 @@ def main() -> None:
             )
     if args.shadow:
         print("\nshadow on against off (this predictor, same run):")
-        for case in [*cases, ONE_CONNECTION]:
+        for case in cases:  # shadow_cases added ONE_CONNECTION
             off, on = results[(case, OURS)], results[(case, SHADOW)]
             print(
                 f"  {case}: {times(on['rps'] / off['rps'])} the req/s, p50 {on['p50'] / off['p50']:.2f}x, "
