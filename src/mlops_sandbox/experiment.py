@@ -27,6 +27,9 @@ from mlops_sandbox.contracts import (
     MODE_OFF,
     MODE_SHADOW,
     PRODUCTION_VARIANT,
+    SERVING_AB_SHARE_TAG,
+    SERVING_MODE_TAG,
+    SERVING_MODES,
 )
 
 VERDICTS = ("better", "worse", "inconclusive", "not_enough_data")
@@ -72,6 +75,24 @@ def assign_variant(key: str, share: float) -> str:
 
 
 # --- comparison --------------------------------------------------------------------------------------------
+def declared_mode(tags: dict[str, str]) -> tuple[str, float, str | None]:
+    """The mode and share that a registered model's tags declare, and what is wrong with them (None: nothing).
+    A mode or share that cannot be read declares no experiment. The one reading of those tags: the prediction
+    service runs what it returns, and the registry (`registry.get_experiment`) reports it."""
+    mode = tags.get(SERVING_MODE_TAG) or MODE_OFF
+    if mode not in SERVING_MODES:
+        return MODE_OFF, 0.0, f"unknown {SERVING_MODE_TAG} {mode!r} (one of {', '.join(SERVING_MODES)})"
+    if mode != MODE_AB:
+        return mode, 0.0, None
+    try:
+        share = float(tags.get(SERVING_AB_SHARE_TAG) or "nan")
+    except ValueError:
+        share = float("nan")
+    if not 0 < share <= MAX_AB_SHARE:
+        return MODE_OFF, 0.0, f"{SERVING_AB_SHARE_TAG} must be above 0 and at most {MAX_AB_SHARE}"
+    return mode, share, None
+
+
 def compare(
     rows: pd.DataFrame,
     mode: str,

@@ -17,6 +17,7 @@ from mlops_sandbox.contracts import (
     experiment_key,
     run_key,
 )
+from mlops_sandbox.experiment import declared_mode
 from mlops_sandbox.pipeline import MAX_TAG_CHARS, lineage_tags
 from mlops_sandbox.registry import CheckResult, PromotionRefused, Thresholds
 from mlops_sandbox.versioning import DataVersion
@@ -192,6 +193,13 @@ def test_set_experiment_writes_the_mode_who_why_and_history(model, mlflow_db):
 
     mlflow_db.set_registered_model_tag(model, SERVING_MODE_TAG, "canary")  # unknown: read as off
     assert registry.get_experiment(model, SETTINGS)["mode"] == "off"
+    # an A/B share out of bounds (a tag edited by hand): off, as the prediction service reads it
+    mlflow_db.set_registered_model_tag(model, SERVING_MODE_TAG, "ab")
+    mlflow_db.set_registered_model_tag(model, SERVING_AB_SHARE_TAG, "0.9")
+    assert (
+        registry.get_experiment(model, SETTINGS)["mode"],
+        declared_mode({SERVING_MODE_TAG: "ab", SERVING_AB_SHARE_TAG: "0.9"})[:2],
+    ) == ("off", ("off", 0.0))
 
 
 def test_the_history_keeps_the_newest_changes_that_fit_a_tag():

@@ -414,8 +414,9 @@ def get_experiment(name: str | None = None, settings: Settings | None = None, cl
 
     Returns:
         `{"model_name", "mode", "share", "candidate_version", "production_version", "set_by", "set_at",
-        "reason"}`: `mode` is one of `contracts.SERVING_MODES` (`off` when unset or unknown), `share` the
-        candidate's share of callers (0.0 unless `ab`), `candidate_version` the `staging` version.
+        "reason"}`: `mode` is one of `contracts.SERVING_MODES` (`off` when unset, unknown, or `ab`
+        with a share outside (0, 0.5]: as the prediction service reads them), `share` the candidate's share of
+        callers (0.0 unless `ab`), `candidate_version` the `staging` version.
 
     Raises:
         LookupError: no registered model of that name.
@@ -423,14 +424,10 @@ def get_experiment(name: str | None = None, settings: Settings | None = None, cl
     settings = settings or get_settings()
     name = name or settings.model_name
     client = client or _client(settings)
+    from mlops_sandbox.experiment import declared_mode
+
     tags = _registered_model(client, name).tags or {}
-    mode = tags.get(SERVING_MODE_TAG, MODE_OFF)
-    if mode not in SERVING_MODES:
-        mode = MODE_OFF
-    try:
-        share = float(tags.get(SERVING_AB_SHARE_TAG, 0)) if mode == MODE_AB else 0.0
-    except ValueError:
-        share = 0.0
+    mode, share, _ = declared_mode(tags)  # what the prediction service runs
     return {
         "model_name": name,
         "mode": mode,

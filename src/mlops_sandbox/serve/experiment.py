@@ -31,18 +31,15 @@ from typing import Any
 
 from mlops_sandbox.contracts import (
     CANDIDATE_VARIANT,
-    MAX_AB_SHARE,
     MODE_AB,
     MODE_OFF,
     MODE_SHADOW,
     PRODUCTION_VARIANT,
-    SERVING_AB_SHARE_TAG,
     SERVING_MODE_TAG,
-    SERVING_MODES,
     STAGING,
     prediction_log_lines,
 )
-from mlops_sandbox.experiment import assign_variant
+from mlops_sandbox.experiment import assign_variant, declared_mode
 from mlops_sandbox.schema import Schema
 from mlops_sandbox.serve import metrics
 from mlops_sandbox.serve.capture import CaptureUnavailable, PredictionCapture
@@ -55,23 +52,6 @@ SHADOW_BATCH_ROWS = 2_000  # the candidate predicts at most this many queued row
 SHADOW_WINDOW_SECONDS = 0.05  # what queued in this time is predicted in one call
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits (Python's default: 0.005)
 SHADOW_MAX_BUSY = 0.1  # the share of the time the scoring thread may work: the rest is the answers' (and the GIL)
-
-
-def declared_mode(tags: dict[str, str]) -> tuple[str, float, str | None]:
-    """The mode and share that a registered model's tags declare, and what is wrong with them (None: nothing).
-    A mode or share that cannot be read declares no experiment."""
-    mode = tags.get(SERVING_MODE_TAG) or MODE_OFF
-    if mode not in SERVING_MODES:
-        return MODE_OFF, 0.0, f"unknown {SERVING_MODE_TAG} {mode!r} (one of {', '.join(SERVING_MODES)})"
-    if mode != MODE_AB:
-        return mode, 0.0, None
-    try:
-        share = float(tags.get(SERVING_AB_SHARE_TAG) or "nan")
-    except ValueError:
-        share = float("nan")
-    if not 0 < share <= MAX_AB_SHARE:
-        return MODE_OFF, 0.0, f"{SERVING_AB_SHARE_TAG} must be above 0 and at most {MAX_AB_SHARE}"
-    return mode, share, None
 
 
 class Experiment:
