@@ -3,10 +3,12 @@
 pytest-docker brings the stack up from compose.yaml, once per session, and takes it down after.
 
 - The test stack is its own compose project (`mlops-sandbox-test`) with its own network and volumes, so
-  `down -v` at the end never touches the stack you work with. It publishes the same host ports: stop your
-  stack first (`make down`).
+  `down -v` at the start and at the end never touches the stack you work with. It publishes the same host
+  ports: stop your stack first (`make down`). The `down -v` at the start removes what a killed earlier test
+  run left (its volumes would otherwise hold that run's models and data, and every test would see them).
 - SANDBOX_TEST_REUSE_STACK=1 runs the tests against the stack that is already up (project
-  `mlops-sandbox`), and leaves it running.
+  `mlops-sandbox`), and leaves it running. Nothing deletes its data: the tests that reset the stack they run
+  on (the workshop's `make skip-to`) are skipped, with the reason printed.
 - SANDBOX_TEST_KEEP_STACK=1 leaves the test stack up after the run, to look at it.
 
 The library is imported inside the fixtures: the DAG tests run in the Airflow venv, which lacks it.
@@ -24,6 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 REUSE = os.environ.get("SANDBOX_TEST_REUSE_STACK") == "1"
 KEEP = os.environ.get("SANDBOX_TEST_KEEP_STACK") == "1"
 PROJECT = os.environ.get("SANDBOX_TEST_PROJECT", "mlops-sandbox" if REUSE else "mlops-sandbox-test")
+# make targets that delete a stack's data volumes
+RESETS = frozenset({"skip-to", "reset", "nuke"})
+NOT_ON_A_REUSED_STACK = (
+    f"resets the stack it runs on, and SANDBOX_TEST_REUSE_STACK=1 runs on a stack the tests did not create "
+    f"(project {PROJECT}): its runs, registry, DVC remote and Airflow history would be deleted. Run it without "
+    "SANDBOX_TEST_REUSE_STACK, on the test stack (make test-stack)"
+)
 
 if not REUSE:
     # its own network too, so the DAGs of the test stack start their containers on it
@@ -42,7 +51,7 @@ def docker_compose_project_name() -> str:
 
 @pytest.fixture(scope="session")
 def docker_setup():
-    return False if REUSE else ["up --build --wait --wait-timeout 900"]
+    return False if REUSE else ["down -v --remove-orphans", "up --build --wait --wait-timeout 900"]
 
 
 @pytest.fixture(scope="session")
@@ -96,9 +105,12 @@ def airflow_token(airflow) -> str:
 
 @pytest.fixture(scope="session")
 def make(docker_services):
-    """Run `make ARGS` on the stack under test (its compose project); returns the completed process."""
+    """Run `make ARGS` on the stack under test (its compose project); returns the completed process.
+    A target that deletes the stack's data skips the test on a reused stack (one the tests did not create)."""
 
     def run(*args: str) -> subprocess.CompletedProcess:
+        if REUSE and RESETS & set(args):
+            pytest.skip(f"make {' '.join(args)} {NOT_ON_A_REUSED_STACK}")
         return subprocess.run(
             ["make", "--no-print-directory", *args],
             env=os.environ | {"COMPOSE_PROJECT_NAME": PROJECT},
