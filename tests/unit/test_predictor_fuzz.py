@@ -40,7 +40,14 @@ def fuzz(max_examples: int) -> settings:
 
 
 def _settings() -> Settings:
-    return Settings(_env_file=None, model_poll_seconds=3600, capture_enabled=False, predictor_reload_token=TOKEN)
+    # "testserver": the Host that schemathesis sends to an ASGI app
+    return Settings(
+        _env_file=None,
+        model_poll_seconds=3600,
+        capture_enabled=False,
+        predictor_reload_token=TOKEN,
+        predictor_allowed_hosts="testserver",
+    )
 
 
 # The document the service publishes: it depends on the settings and the scenario, not on the model or capture.
@@ -115,8 +122,8 @@ def test_predict_answers_every_request_with_a_documented_status(case, serving, c
     records = case.body if isinstance(case.body, list) else [case.body]
     assert answer["predictions"] == [record["area"] * 1000.0 for record in records]  # every row, in order
     assert response.headers["x-request-id"] == [answer["request_id"]]  # lowercase names, lists of values
-    sent_id = response.request.headers.get("x-request-id")  # the client's, or a new one when it sent none
-    assert answer["request_id"] == (sent_id or answer["request_id"])
+    sent_id = response.request.headers.get("x-request-id")  # the caller's, kept beside the service's own key
+    assert answer.get("client_request_id") == sent_id and answer["request_id"] != sent_id
     # answered, so on the spool: one log line per predicted row, before the answer
     assert capture.stats["captured"] - captured == len(records)
 

@@ -37,7 +37,10 @@ class Captured(list):
 
 
 def _client(experiment: DeclaredExperiment, capture: Captured | None = None) -> TestClient:
-    settings = Settings(_env_file=None, model_poll_seconds=3600, capture_enabled=False)
+    # "testserver": the Host that TestClient sends
+    settings = Settings(
+        _env_file=None, model_poll_seconds=3600, capture_enabled=False, predictor_allowed_hosts="testserver"
+    )
     return TestClient(create_app(settings, FixedRegistry("house-prices", "http://unused"), capture, experiment))
 
 

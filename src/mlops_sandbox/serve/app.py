@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from mlops_sandbox import __version__
 from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.contracts import PRODUCTION
+from mlops_sandbox.hostcheck import AllowedHosts, HostCheck
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve import deps, metrics
 from mlops_sandbox.serve.body import BodyReader
@@ -214,7 +215,11 @@ def create_app(
     app.state.predictor = deps.Predictor(settings, production, capture, reader, experiment, shadow)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, max_bytes=settings.predictor_max_body_bytes)
-    app.add_middleware(metrics.RequestMetrics)  # the outermost: it also counts the 413s of BodyLimit
+    # DNS rebinding protection: a Host that is not one of the service's names gets 400, before anything is read.
+    # The list is read here, so that a bad PREDICTOR_ALLOWED_HOSTS fails the start, not each worker's first request.
+    allowed_hosts = AllowedHosts(settings.predictor_allowed_hosts)
+    app.add_middleware(HostCheck, allowed=allowed_hosts, setting="PREDICTOR_ALLOWED_HOSTS")
+    app.add_middleware(metrics.RequestMetrics)  # the outermost: it also counts the 413s and 400s of the two above
     app.mount(docs.ASSETS_PATH, docs.assets(), "docs-assets")
     app.include_router(predict.router)  # first: the route most requests are for is matched first
     app.include_router(docs.router)
