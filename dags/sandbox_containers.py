@@ -13,6 +13,7 @@ image (seed step 13). Airflow's own interpreter never imports the ML libraries.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,19 @@ PUBLIC_ENV_KEYS = (
     "PROMOTION_MIN_R2",
     "PROMOTION_MAX_MAPE",
     "PROMOTION_TOLERANCE",
+    "EXPERIMENT_MIN_LABELLED",
+    "MONITORING_ALLOWED_LATENESS_SECONDS",
+    "MONITORING_MAX_CATCH_UP_WINDOWS",
     "MLFLOW_DISABLE_TELEMETRY",
+    # timeouts and retries of the steps' S3, DVC and MLflow calls (forwarded only when set)
+    "S3_CONNECT_TIMEOUT",
+    "S3_READ_TIMEOUT",
+    "S3_MAX_ATTEMPTS",
+    "DVC_TIMEOUT_SECONDS",
+    "DVC_ATTEMPTS",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
 )
 # The S3 keys, by the key that holds each in the Kubernetes Secret (the MinIO root user, as in .env).
 SECRET_ENV_SOURCE_KEYS = {"S3_ACCESS_KEY_ID": "MINIO_ROOT_USER", "S3_SECRET_ACCESS_KEY": "MINIO_ROOT_PASSWORD"}
@@ -62,6 +75,35 @@ SANDBOX_UID = 1000  # the image's `sandbox` user (services/project/Dockerfile)
 # $HOME (the working directory; caches of DVC, matplotlib and torch), /var/tmp for DVC's site cache.
 SCRATCH_DIRS = {"tmp": "/tmp", "home": "/home/sandbox", "var-tmp": "/var/tmp"}
 STEP_POD_LABELS = {"app.kubernetes.io/part-of": "mlops-sandbox", "app.kubernetes.io/component": "pipeline-step"}
+
+
+# How long a task may run before Airflow stops it (its container or pod too: the operators' on_kill), from the
+# scheduler's and DAG processor's environment, in minutes. Every ML step's own S3, DVC and MLflow calls time out
+# well within these (storage.py, versioning.py, tracking.py): these catch whatever else hangs.
+STEP_TIMEOUT_MINUTES = 30  # each step, unless it says otherwise
+TRAIN_TIMEOUT_MINUTES = 120  # training_pipeline's `train`: fetch, fit, evaluate, log
+RETRAIN_WAIT_MINUTES = 60  # how long a monitoring run waits for the training run it started
+
+# A failed step that is safe to run again (it overwrites its own outputs) is retried after 30 s, then after
+# 1 min, 2 min, ... (Airflow spreads each over up to twice that, per task), never more than 10 min apart.
+RETRIES = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,  # the multiplier (Airflow 3); True would mean 1, a constant delay
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def timeout(key: str, default: float) -> timedelta:
+    """A task timeout: the environment's `key` (in minutes) if set, else `default` minutes."""
+    value = os.environ.get(key) or default
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = 0.0
+    if minutes <= 0:
+        raise ValueError(f"{key}={value!r}: expected a number of minutes above 0")
+    return timedelta(minutes=minutes)
 
 
 def _env(keys: tuple[str, ...]) -> dict[str, str]:

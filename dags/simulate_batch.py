@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag
-from sandbox_containers import project_container
+from sandbox_containers import STEP_TIMEOUT_MINUTES, project_container, timeout
 
 from mlops_sandbox.catalog import DEFAULT_SECTOR, SECTORS
 
@@ -21,6 +21,8 @@ from mlops_sandbox.catalog import DEFAULT_SECTOR, SECTORS
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    # Not retried: with `start` empty (this hour) or `next`, a later try may land its batches at another time.
+    default_args={"retries": 0, "execution_timeout": timeout("STEP_TIMEOUT_MINUTES", STEP_TIMEOUT_MINUTES)},
     doc_md=__doc__,
     tags=["data"],
     params={

@@ -8,6 +8,8 @@ the DAGs can start their ML steps.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import dag
 from sandbox_containers import project_container
@@ -18,6 +20,8 @@ from sandbox_containers import project_container
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    # A check says how the stack is now: no retries that would wait for it to recover.
+    default_args={"retries": 0, "execution_timeout": timedelta(minutes=5)},
     doc_md=__doc__,
     tags=["platform"],
 )

@@ -14,6 +14,10 @@ the compose network, or a pod on Kubernetes (seed step 13); Airflow's interprete
 
 The new version has no alias: a person writes its model card and promotes it
 (`mlops-sandbox model promote VERSION --to staging ...`).
+
+No step hangs: each has a timeout (`STEP_TIMEOUT_MINUTES`, `TRAIN_TIMEOUT_MINUTES` for train), and its S3, DVC
+and MLflow calls time out well within it. A failed step is retried with exponential backoff (a MinIO that was
+away for a minute costs a retry, not the run), except **register**: a retry could register the model twice.
 """
 
 from __future__ import annotations
@@ -21,16 +25,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag
-from sandbox_containers import project_container
+from sandbox_containers import (
+    RETRIES,
+    STEP_TIMEOUT_MINUTES,
+    TRAIN_TIMEOUT_MINUTES,
+    project_container,
+    timeout,
+)
 
 from mlops_sandbox.catalog import DEFAULT_MODEL_TYPE, DEFAULT_SECTOR, MODEL_TYPES, SECTORS
 
 RUN = ["--scenario={{ params.scenario }}", "--run-id={{ run_id }}"]
 
 
-def step(task_id: str, *extra: str):
+def step(task_id: str, *extra: str, **kwargs):
     """`mlops-sandbox pipeline <step> --scenario ... --run-id ...` in a project container."""
-    return project_container(task_id, ["mlops-sandbox", "pipeline", task_id.replace("_", "-"), *RUN, *extra])
+    command = ["mlops-sandbox", "pipeline", task_id.replace("_", "-"), *RUN, *extra]
+    return project_container(task_id, command, **kwargs)
 
 
 @dag(
@@ -40,6 +51,8 @@ def step(task_id: str, *extra: str):
     schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=1,
+    # Every step overwrites its own outputs under the run's prefix, so a retry is safe (see `register`).
+    default_args={**RETRIES, "execution_timeout": timeout("STEP_TIMEOUT_MINUTES", STEP_TIMEOUT_MINUTES)},
     doc_md=__doc__,
     tags=["training"],
     params={
@@ -63,7 +76,14 @@ def training_pipeline():
         >> step("validate")
         >> step("preprocess")
         >> step("version_features")
-        >> step("train", "--model-type={{ params.model_type }}", "--epochs={{ params.epochs }}")
+        >> step(
+            "train",
+            "--model-type={{ params.model_type }}",
+            "--epochs={{ params.epochs }}",
+            execution_timeout=timeout("TRAIN_TIMEOUT_MINUTES", TRAIN_TIMEOUT_MINUTES),
+            retries=1,  # a retry fits the model again (the earlier attempt's run is deleted); once covers a hiccup
+        )
+        # idempotent: a retry finds the version registered from the same MLflow run (pipeline.register)
         >> step("register")
     )
 

@@ -108,9 +108,49 @@ def lineage_tags(raw_keys: list[str], data_version: versioning.DataVersion, run_
     }
 
 
+def _quoted(value: str) -> str:
+    """`value` as a string literal of MLflow's search filters."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _trained_before(tracking, summary: dict | None, model_type: str, data_version: versioning.DataVersion):
+    """The summary of this pipeline run's train step when it already finished, on the same features and model
+    type (a rerun then has nothing to do); None otherwise."""
+    from mlflow.exceptions import MlflowException
+
+    if not summary:
+        return None
+    try:
+        run = tracking.get_run(summary["mlflow_run_id"])
+    except MlflowException:
+        return None  # deleted since
+    same = run.info.status == "FINISHED" and run.data.params.get("model_type") == model_type
+    try:
+        return summary if same and versioning.DataVersion.from_tags(run.data.tags) == data_version else None
+    except ValueError:
+        return None
+
+
+def _forget_earlier_runs(tracking, experiment_id: str, run_id: str, keep: str) -> list[str]:
+    """Delete the MLflow runs an earlier attempt of this pipeline run's train step left (killed, failed, or
+    replaced), unless a registered version came from one. Returns their ids."""
+    runs = tracking.search_runs([experiment_id], filter_string=f"tags.pipeline_run_id = {_quoted(run_id)}")
+    forgotten = []
+    for run in runs:
+        other = run.info.run_id
+        if other != keep and not tracking.search_model_versions(f"run_id = {_quoted(other)}"):
+            tracking.delete_run(other)
+            forgotten.append(other)
+    return forgotten
+
+
 def train(settings: Settings, scenario: str, run_id: str, model_type: str, epochs: int | None = None) -> dict:
     """Steps 5-8 (seed steps 17-18): fetch the features through DVC, train, evaluate on the held-out test
-    set, and log params, metrics, the `.pth`, the model (signature, input example) and lineage to MLflow."""
+    set, and log params, metrics, the `.pth`, the model (signature, input example) and lineage to MLflow.
+
+    Idempotent per pipeline run: a rerun after the step finished returns its summary and trains nothing, and a
+    rerun that trains deletes the runs earlier attempts left (unless a version was registered from one).
+    """
     import mlflow
 
     from mlops_sandbox.tracking import use_tracking_server
@@ -123,6 +163,11 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
     data_version = versioning.DataVersion.from_tags(
         get_json(client, settings.pipeline_bucket, f"{prefix}/data_version.json")
     )
+    tracking = use_tracking_server(settings)
+    previous = get_json(client, settings.pipeline_bucket, f"{prefix}/train.json", missing_ok=True)
+    done = _trained_before(tracking, previous, model_type, data_version)
+    if done is not None:
+        return {**done, "rerun": "already trained in this pipeline run: nothing new logged"}
     raw_keys = get_json(client, settings.pipeline_bucket, f"{prefix}/ingest.json")["raw_keys"]
     table = fetch_features(settings, data_version)
     train_rows, test_rows = table[table["split"] == "train"], table[table["split"] == "test"]
@@ -130,7 +175,6 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
     metrics = {f"test_{k}": v for k, v in evaluate(model.predict, test_rows, schema).items()}
     metrics |= {f"train_{k}": v for k, v in evaluate(model.predict, train_rows, schema).items()}
 
-    use_tracking_server(settings)
     mlflow.set_experiment(scenario)
     with mlflow.start_run(run_name=f"{model_type}-{run_key(run_id)}") as run:
         params = {
@@ -148,13 +192,15 @@ def train(settings: Settings, scenario: str, run_id: str, model_type: str, epoch
         info = log_model(model, test_rows.head(5))
     summary = {"step": "train", "mlflow_run_id": run.info.run_id, "model_uri": info.model_uri, **metrics}
     put_json(client, settings.pipeline_bucket, f"{prefix}/train.json", summary)
+    _forget_earlier_runs(tracking, run.info.experiment_id, run_id, keep=run.info.run_id)
     return summary
 
 
 def register(settings: Settings, scenario: str, run_id: str) -> dict:
     """Step 9 (seed step 19): register the trained model as a new version, with its lineage as version tags.
 
-    It carries no alias and no description: a person writes the model card and promotes it.
+    It carries no alias and no description: a person writes the model card and promotes it. Idempotent: a
+    rerun finds the version registered from the same MLflow run and returns it, and registers no other.
     """
     import mlflow
 
@@ -166,12 +212,20 @@ def register(settings: Settings, scenario: str, run_id: str) -> dict:
     tracking = use_tracking_server(settings)
     run = tracking.get_run(trained["mlflow_run_id"])
     model_name = settings.model_name_for(scenario)
-    version = mlflow.register_model(
-        trained["model_uri"],
-        model_name,
-        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        | {"mlflow_run_id": trained["mlflow_run_id"], "model_type": run.data.params.get("model_type", "")},
-    )
+    earlier = [
+        mv
+        for mv in tracking.search_model_versions(f"run_id = {_quoted(trained['mlflow_run_id'])}")
+        if mv.name == model_name
+    ]
+    if earlier:
+        version = min(earlier, key=lambda mv: int(mv.version))
+    else:
+        version = mlflow.register_model(
+            trained["model_uri"],
+            model_name,
+            tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+            | {"mlflow_run_id": trained["mlflow_run_id"], "model_type": run.data.params.get("model_type", "")},
+        )
     summary = {
         "step": "register",
         "model_name": model_name,

@@ -16,13 +16,19 @@ log = logging.getLogger(__name__)
 
 
 def s3_client(settings: Settings | None = None, config: Config | None = None):
-    """A boto3 S3 client for the configured endpoint (`config` is merged over the defaults)."""
+    """A boto3 S3 client for the configured endpoint (`config` is merged over the defaults).
+
+    A hung S3 server fails a call instead of hanging it: each attempt waits at most S3_CONNECT_TIMEOUT to
+    connect and S3_READ_TIMEOUT for each read, and a request is tried S3_MAX_ATTEMPTS times in all, with
+    botocore's exponential backoff between tries ('standard' mode). The error then names the endpoint
+    (`ReadTimeoutError: Read timeout on endpoint URL: ...`).
+    """
     settings = settings or get_settings()
     base = Config(
         s3={"addressing_style": settings.s3_addressing_style},
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=30,
+        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
     )
     return boto3.client(
         "s3",

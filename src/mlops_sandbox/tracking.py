@@ -6,6 +6,15 @@ import os
 
 from mlops_sandbox.config import Settings, get_settings
 
+# MLflow's HTTP client waits 120 s per try and retries 7 times by default: a hung tracking server holds a step
+# for about 20 minutes per call. These bound a call to about 5.5 (5 tries of at most 60 s, with exponential
+# backoff: 4, 8 and 16 s between them). Set any of them in the environment to override it.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+}
+
 
 def use_tracking_server(settings: Settings | None = None):
     """Point MLflow at the stack's tracking server and return an `MlflowClient` for it.
@@ -13,6 +22,9 @@ def use_tracking_server(settings: Settings | None = None):
     Artifacts always travel through the server (`--serve-artifacts`). MLflow 3.17 would otherwise fetch
     large downloads from presigned S3 URLs, which name the S3 host as the *server* sees it (`minio:9000`)
     and so fail from the host. Set MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD yourself to override.
+
+    Every request has a bounded timeout and retries with exponential backoff (`HTTP_DEFAULTS`, unless the
+    environment sets them).
     """
     return tracking_client((settings or get_settings()).mlflow_tracking_uri)
 
@@ -22,5 +34,9 @@ def tracking_client(tracking_uri: str):
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    # no "Downloading artifacts" progress bar by the dozen in the demo, the notebooks and the step logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # MLflow reads them on every request
     mlflow.set_tracking_uri(tracking_uri)
     return mlflow.MlflowClient(tracking_uri=tracking_uri)

@@ -79,6 +79,28 @@ def test_versions_carry_lineage_and_features_are_in_the_dvc_remote(settings, tra
     assert mlp_artifacts == ["pytorch/model.pth"]
 
 
+def test_rerunning_train_and_register_of_a_pipeline_run_adds_no_run_and_no_version(settings, compose, trained):
+    """What a person does by clearing a finished task in Airflow: the step runs again for the same pipeline run.
+    It finds its own earlier result, and neither trains another MLflow run nor registers another version."""
+    client = use_tracking_server(settings)
+    mv = client.get_model_version(settings.model_name, trained["linear"])
+    pipeline_run = mv.tags["pipeline_run_id"]
+    versions = sorted(v.version for v in client.search_model_versions(f"name='{settings.model_name}'"))
+
+    def step(*args: str) -> dict:
+        out = compose("run", "--rm", "cli", "pipeline", *args, "--scenario", SCENARIO, "--run-id", pipeline_run)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    again = step("train", "--model-type", "linear")
+    assert again["mlflow_run_id"] == mv.run_id and "already trained" in again["rerun"]
+    assert step("register")["version"] == trained["linear"]
+    assert sorted(v.version for v in client.search_model_versions(f"name='{settings.model_name}'")) == versions
+    runs = client.search_runs(
+        [client.get_run(mv.run_id).info.experiment_id], filter_string=f"tags.pipeline_run_id = '{pipeline_run}'"
+    )
+    assert [r.info.run_id for r in runs] == [mv.run_id]
+
+
 def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained):
     linear, mlp = trained["linear"], trained["mlp"]
     card = "House-price model trained by the e2e test on simulated batches; not for real decisions."

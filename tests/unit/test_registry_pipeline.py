@@ -299,3 +299,29 @@ def test_promote_records_the_online_comparison_when_promoted_and_when_refused(mo
         tags["production.online_comparison"] == "worse"
         and "online_comparison: worse" in tags["production.refused_because"]
     )
+
+
+def test_a_retrained_pipeline_run_forgets_the_runs_of_earlier_attempts_unless_registered(mlflow_db):
+    from mlops_sandbox.pipeline import _forget_earlier_runs
+
+    experiment = mlflow_db.create_experiment("retrained-pipeline-run")
+    killed, registered, other_pipeline_run, newest = (
+        mlflow_db.create_run(experiment, tags={"pipeline_run_id": run}).info.run_id
+        for run in ("manual__1", "manual__1", "manual__2", "manual__1")
+    )
+    mlflow_db.create_registered_model("retrained-pipeline-run")
+    mlflow_db.create_model_version("retrained-pipeline-run", source="file:///nowhere", run_id=registered)
+
+    assert _forget_earlier_runs(mlflow_db, experiment, "manual__1", keep=newest) == [killed]
+    left = {r.info.run_id for r in mlflow_db.search_runs([experiment])}
+    assert left == {registered, other_pipeline_run, newest}
+
+
+def test_the_automatic_model_card_never_replaces_one_a_person_wrote(model, mlflow_db):
+    settings = Settings(_env_file=None)
+    assert registry.write_model_card_unless_written("1", "automatic", "auto-retrain-policy", model, settings)
+    assert mlflow_db.get_model_version(model, "1").description == "automatic"
+    registry.set_model_card("2", "Written by Ada: trained on March data.", "ada", name=model, settings=settings)
+    assert not registry.write_model_card_unless_written("2", "automatic", "auto-retrain-policy", model, settings)
+    card = mlflow_db.get_model_version(model, "2")
+    assert card.description == "Written by Ada: trained on March data." and card.tags["model_card.by"] == "ada"

@@ -371,6 +371,19 @@ def set_model_card(
     client.set_model_version_tag(name, str(version), "model_card.by", actor)
 
 
+def write_model_card_unless_written(
+    version: str | int, text: str, actor: str, name: str | None = None, settings: Settings | None = None
+) -> bool:
+    """`set_model_card`, unless the version already has a card (a person's): that one is kept. Returns whether
+    `text` was written."""
+    settings = settings or get_settings()
+    name = name or settings.model_name
+    if (_client(settings).get_model_version(name, str(version)).description or "").strip():
+        return False
+    set_model_card(version, text, actor, name=name, settings=settings)
+    return True
+
+
 def list_versions(name: str | None = None, settings: Settings | None = None) -> list[dict]:
     """Every version with its aliases, key metrics and data version, newest first."""
     settings = settings or get_settings()

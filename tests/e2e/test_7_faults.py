@@ -1,0 +1,98 @@
+"""A hung MinIO during training (issue 13), on the running stack: MinIO is paused (`docker compose pause`: it
+still accepts connections, and answers nothing) as `version_features` starts, for longer than the step's S3
+client waits. The step fails with a timeout that names the endpoint and Airflow retries it, or MinIO comes
+back while the step is still retrying on its own: either way the run succeeds once MinIO is back, and nothing
+waits forever. MinIO is unpaused whatever happens, so the tests after this one find it working.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from mlops_sandbox.storage import get_json, put_json, s3_client
+from mlops_sandbox.tracking import use_tracking_server
+from mlops_sandbox.versioning import DataVersion
+
+pytestmark = pytest.mark.e2e
+
+SCENARIO = "house_prices"
+START = "2031-12-01T00:00:00Z"  # a simulated clock no other test uses (the newest batches of the scenario)
+DAG = "training_pipeline"
+
+
+def _task_instances(airflow, run_id: str) -> dict[str, dict]:
+    tis = airflow.call("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {ti["task_id"]: ti for ti in tis}
+
+
+def _when(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def _until_preprocessed(airflow, run_id: str, timeout: float = 300) -> None:
+    """Until `preprocess` has succeeded: `version_features` is about to start its container."""
+    deadline = time.monotonic() + timeout
+    while (states := airflow.task_states(DAG, run_id)).get("preprocess") != "success":
+        assert "failed" not in states.values() and "upstream_failed" not in states.values(), states
+        assert time.monotonic() < deadline, f"preprocess did not succeed in {timeout:.0f} s: {states}"
+        time.sleep(0.5)
+
+
+def test_training_outlives_a_paused_minio_and_succeeds_once_it_is_back(settings, compose, airflow):
+    out = compose("run", "--rm", "cli", "simulate", "--batches", "6", "--rows", "300", "--start", START, "--seed", "17")
+    landed = json.loads(out.stdout.strip().splitlines()[-1])["batches"]
+    assert len(landed) == 6
+    airflow.wait_for_dag(DAG)
+    # Longer than a step's S3 request may wait in all (S3_MAX_ATTEMPTS tries of S3_READ_TIMEOUT each, the
+    # stack's defaults), so a timeout has to hit during the pause; short enough for a retry 30-60 s later.
+    pause = settings.s3_read_timeout * settings.s3_max_attempts + 15
+
+    run_id = airflow.trigger(DAG, {"scenario": SCENARIO, "model_type": "linear", "last_batches": 6})
+    _until_preprocessed(airflow, run_id)
+    compose("pause", "minio")
+    try:
+        time.sleep(pause)
+    finally:
+        compose("unpause", "minio")
+    back = datetime.now(UTC)
+
+    state = airflow.wait(DAG, run_id, timeout=600)
+    tis = _task_instances(airflow, run_id)
+    assert state == "success", {task: (ti["state"], ti["try_number"]) for task, ti in tis.items()}
+
+    # The step that the pause caught (version_features; train if the pause came late) began before MinIO was
+    # back (its last try began after, when it was retried) and ended after: it waited the outage out within its
+    # bounds, or failed and was retried.
+    def caught(ti: dict) -> bool:
+        return _when(ti["end_date"]) >= back and (_when(ti["start_date"]) < back or ti["try_number"] > 1)
+
+    steps = [tis[t] for t in ("version_features", "train") if caught(tis[t])]
+    assert steps, {t: (ti["start_date"], ti["end_date"], ti["try_number"]) for t, ti in tis.items()}
+    step = steps[0]
+    if step["try_number"] > 1:  # it failed, clearly, and Airflow retried it
+        first = airflow.call(
+            "GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{step['task_id']}/logs/1", params={"full_content": True}
+        )
+        log = json.dumps(first)
+        assert "minio:9000" in log and "timeout" in log.lower(), log[-3000:]
+
+    # the version it registered has its features in the DVC remote, from the batches landed above
+    version = json.loads(airflow.xcom(DAG, run_id, "register"))["version"]
+    mv = use_tracking_server(settings).get_model_version(settings.model_name_for(SCENARIO), version)
+    assert mv.tags["raw_batch_keys"].split(",") == landed
+    data = DataVersion.from_tags(mv.tags)
+    s3 = s3_client(settings)
+    assert s3.head_object(Bucket=settings.dvc_bucket, Key=data.object_key)["ContentLength"] == data.size
+
+    # and MinIO works again: a write and a read
+    key = f"{SCENARIO}/e2e-faults/{uuid.uuid4().hex}.json"
+    put_json(s3, settings.pipeline_bucket, key, {"run_id": run_id})
+    try:
+        assert get_json(s3, settings.pipeline_bucket, key) == {"run_id": run_id}
+    finally:
+        s3.delete_object(Bucket=settings.pipeline_bucket, Key=key)
