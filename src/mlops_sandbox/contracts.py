@@ -176,12 +176,13 @@ class PredictionLogRecord(TypedDict):
     prediction it pairs with. Logs from before experiments have no `variant`: read them as `production`.
     """
 
-    request_id: str  # X-Request-ID, or a UUID the service made; actuals refer to it
+    request_id: str  # made by the service, unique per request; actuals refer to it (with `row`)
     row: int  # the record's place in the request's batch
     timestamp: str  # record_time() of the answer
     model_name: str
     model_version: str  # of the model that made `prediction`
     variant: NotRequired[str]  # one of VARIANTS
+    client_request_id: NotRequired[str]  # the caller's X-Request-ID, as sent (callers may repeat one)
     inputs: dict[str, Any]  # the record as validated, by feature name
     prediction: float
     latency_ms: float  # of the whole request; readers do not need it
@@ -193,6 +194,7 @@ class PredictionLogRecord(TypedDict):
 PREDICTION_LOG_FIELDS: tuple[str, ...] = tuple(PredictionLogRecord.__annotations__)
 PREDICTION_LOG_OPTIONAL: tuple[str, ...] = (
     "variant",
+    "client_request_id",
     "latency_ms",
     "shadow",
     "production_version",
@@ -228,13 +230,16 @@ def prediction_log_records(
     timestamp: datetime | None = None,
     variant: str = PRODUCTION_VARIANT,
     shadow_of: tuple[str, Sequence[float]] | None = None,
+    client_request_id: str | None = None,
 ) -> list[PredictionLogRecord]:
     """The records of one answered request: one per row, all stamped `timestamp` (default: now).
 
     `variant` names the model that predicted them. `shadow_of` (the production version and its predictions)
-    makes them shadow lines: a candidate's predictions of rows that production answered.
+    makes them shadow lines: a candidate's predictions of rows that production answered. `client_request_id`
+    (the caller's X-Request-ID) is kept on each line when the caller sent one.
     """
     stamp = record_time(timestamp or datetime.now(UTC))
+    client = {} if client_request_id is None else {"client_request_id": client_request_id}
     records: list[PredictionLogRecord] = [
         {
             "request_id": request_id,
@@ -243,6 +248,7 @@ def prediction_log_records(
             "model_name": model_name,
             "model_version": model_version,
             "variant": variant,
+            **client,  # type: ignore[typeddict-item]
             "inputs": record,
             "prediction": float(prediction),
             "latency_ms": latency_ms,
@@ -266,6 +272,7 @@ def prediction_log_lines(
     timestamp: datetime | None = None,
     variant: str = PRODUCTION_VARIANT,
     shadow_of: tuple[str, Sequence[float]] | None = None,
+    client_request_id: str | None = None,
 ) -> bytes:
     """`to_jsonl(prediction_log_records(...))`, byte for byte, built without a dict per row: the fields every
     row shares are encoded once, the inputs (dicts or msgspec structs) and predictions in one call each, and the
@@ -281,6 +288,7 @@ def prediction_log_lines(
         + _jsonl.encode(model_version)
         + b',"variant":'
         + _jsonl.encode(variant)
+        + (b"" if client_request_id is None else b',"client_request_id":' + _jsonl.encode(client_request_id))
         + b',"inputs":'
     )
     latency = b',"latency_ms":' + _jsonl.encode(float(latency_ms))
@@ -308,20 +316,29 @@ def _numbers(values: Sequence[float]) -> list[bytes]:
 
 
 class ActualRecord(TypedDict):
-    """The real outcome of a prediction, known later: one line of an actuals file."""
+    """The real outcome of one predicted row, known later: one line of an actuals file.
+
+    It names the row as the prediction log does: the service's `request_id` (the answer's `request_id`, not the
+    caller's X-Request-ID, which callers may repeat) and the row's place in that request's batch. A line
+    without `row` labels row 0, the only row of a one-record request.
+    """
 
     request_id: str
+    row: NotRequired[int]
     actual: float
     observed_at: str  # record_time() of when it became known
 
 
 ACTUAL_FIELDS: tuple[str, ...] = tuple(ActualRecord.__annotations__)
+# what an actual and a prediction-log line are joined on: the service's request id and the row's place
+ACTUAL_KEY: list[str] = ["request_id", "row"]
 
 
-def actual_record(request_id: str, actual: float, observed_at: datetime | None = None) -> ActualRecord:
-    """The ground truth of request `request_id`, observed at `observed_at` (default: now)."""
+def actual_record(request_id: str, actual: float, observed_at: datetime | None = None, row: int = 0) -> ActualRecord:
+    """The ground truth of row `row` of request `request_id`, observed at `observed_at` (default: now)."""
     return {
         "request_id": request_id,
+        "row": row,
         "actual": actual,
         "observed_at": record_time(observed_at or datetime.now(UTC)),
     }
@@ -336,6 +353,11 @@ def status_key(scenario: str) -> str:
 def window_key(scenario: str, start: datetime) -> str:
     """The status of the window that starts at `start` (a rerun overwrites it)."""
     return f"{scenario}/windows/{key_time(start)}.json"
+
+
+def checkpoint_key(scenario: str) -> str:
+    """Where scheduled monitoring has got to: the end of the last window it checked (`catch_up`)."""
+    return f"{scenario}/checkpoint.json"
 
 
 def alerts_prefix(scenario: str) -> str:

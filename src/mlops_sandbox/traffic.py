@@ -2,8 +2,9 @@
 prediction is published later, by request id, to the prediction-logs bucket (as in real life, where a
 house sells weeks after its price was estimated).
 
-Each request sends one simulated record with `X-Request-ID` set to its record id; its target becomes the
-*actual* for that request id, published `actuals_delay` seconds after the answer. With `clients`, each request
+Each request sends one simulated record with `X-Request-ID` set to its record id (kept in the log as the
+caller's id); its target becomes the *actual* of the request id the service answered with (row 0), published
+`actuals_delay` seconds after the answer. With `clients`, each request
 also comes from one of that many simulated callers (`X-Client-ID: client-<n>`, drawn with the seed), which an
 A/B experiment assigns to a variant for good; the report counts the answers by the variant that gave them.
 """
@@ -97,10 +98,13 @@ def run_traffic(
                 continue
             if resp.status_code == 200:
                 report.answered += 1
-                variant = resp.json().get("variant", "production")
+                answer = resp.json()
+                variant = answer.get("variant", "production")
                 report.variants[variant] = report.variants.get(variant, 0) + 1
-                report.request_ids.append(request_id)
-                heapq.heappush(pending, (time.monotonic() + actuals_delay, request_id, float(row[schema.target.name])))
+                # the outcome names the service's request id (the record id is only the caller's X-Request-ID)
+                served_id = answer["request_id"]
+                report.request_ids.append(served_id)
+                heapq.heappush(pending, (time.monotonic() + actuals_delay, served_id, float(row[schema.target.name])))
             elif resp.status_code < 500:
                 report.refused += 1
             else:

@@ -72,13 +72,16 @@ def test_prediction_log_lines_keep_the_format_of_existing_logs():
         '"model_version":"3","variant":"production","inputs":{"area":95},"prediction":2.5,"latency_ms":4.2}'
     )
     shadow = ("shadow", "production_version", "production_prediction")
-    assert tuple(json.loads(line)) == tuple(f for f in contracts.PREDICTION_LOG_FIELDS if f not in shadow)
+    not_sent = (*shadow, "client_request_id")  # a caller that sent no X-Request-ID
+    assert tuple(json.loads(line)) == tuple(f for f in contracts.PREDICTION_LOG_FIELDS if f not in not_sent)
     assert "latency_ms" not in contracts.PREDICTION_LOG_REQUIRED
     assert "variant" not in contracts.PREDICTION_LOG_REQUIRED  # logs from before experiments have none
     shadowed = contracts.prediction_log_records(
         "req-1", "house-prices", "4", [{"area": 80}], [1.5], 0.3, T, "candidate", ("3", [1.25])
     )
-    assert tuple(shadowed[0]) == contracts.PREDICTION_LOG_FIELDS
+    assert tuple(shadowed[0]) == tuple(f for f in contracts.PREDICTION_LOG_FIELDS if f != "client_request_id")
+    (named,) = contracts.prediction_log_records("req-3", "h", "3", [{"a": 1}], [1.0], 0.1, T, client_request_id="c-7")
+    assert named["client_request_id"] == "c-7" and named["request_id"] == "req-3"
     assert shadowed[0]["shadow"] is True and shadowed[0]["production_prediction"] == 1.25
     with pytest.raises(ValueError):
         contracts.prediction_log_records("req-2", "house-prices", "3", [{"area": 80}], [1, 2], 1.0)
@@ -88,10 +91,12 @@ def test_actual_records():
     record = contracts.actual_record("req-1", 250_000.0, T)
     assert json.loads(contracts.to_jsonl([record])) == {
         "request_id": "req-1",
+        "row": 0,
         "actual": 250_000.0,
         "observed_at": "2026-03-01T07:05:09.123456+00:00",
     }
     assert tuple(record) == contracts.ACTUAL_FIELDS
+    assert contracts.actual_record("req-1", 1.0, T, row=3)["row"] == 3
 
 
 def test_aliases_in_promotion_order():
@@ -111,6 +116,9 @@ def test_prediction_log_lines_are_the_records_as_json_lines_byte_for_byte():
     expected = to_jsonl(prediction_log_records('id "1"', "house-prices", "3", as_dicts, predictions, 2.25, when))
     for inputs in (as_dicts, as_structs):
         assert prediction_log_lines('id "1"', "house-prices", "3", inputs, predictions, 2.25, when) == expected
+    client = {"client_request_id": 'mine "2"'}
+    expected = to_jsonl(prediction_log_records("s", "house-prices", "3", as_dicts, predictions, 1.0, when, **client))
+    assert prediction_log_lines("s", "house-prices", "3", as_structs, predictions, 1.0, when, **client) == expected
     shadow = ("candidate", ("3", [1.0, -2.5]))
     expected = to_jsonl(prediction_log_records("r", "house-prices", "4", as_dicts, predictions, 0.5, when, *shadow))
     assert prediction_log_lines("r", "house-prices", "4", as_structs, predictions, 0.5, when, *shadow) == expected

@@ -37,6 +37,8 @@ class Captured(list):
 
 
 def _settings(**overrides) -> Settings:
+    # "testserver": the Host that TestClient sends (tests/unit/test_hostcheck.py tests the stack's names)
+    overrides.setdefault("predictor_allowed_hosts", "testserver")
     return Settings(_env_file=None, model_poll_seconds=3600, capture_enabled=False, **overrides)
 
 
@@ -73,11 +75,13 @@ def test_every_prediction_is_captured_with_request_model_inputs_output_and_laten
         client.post("/predict", json={**RECORD, "area": "bad"})  # refused: no prediction to capture
     # leaving the client runs the app's shutdown, which flushes
     rows = [json.loads(line) for body in uploads.values() for line in body.splitlines()]
-    assert [(r["request_id"], r["row"], r["prediction"]) for r in rows] == [
+    assert [(r["client_request_id"], r["row"], r["prediction"]) for r in rows] == [
         ("one", 0, 5_500_000.0),
         ("two", 0, 5_500_000.0),
         ("two", 1, 1_000_000.0),
     ]
+    # the key is the service's: one per request, shared by the rows of a batch
+    assert rows[1]["request_id"] == rows[2]["request_id"] != rows[0]["request_id"]
     assert rows[2]["inputs"] == {**RECORD, "area": 1000.0}
     assert {r["model_version"] for r in rows} == {"3"} and all(r["latency_ms"] >= 0 for r in rows)
     assert all(k.startswith("house_prices/predictions/date=") for k in uploads)
@@ -102,7 +106,25 @@ def test_one_record_and_a_batch_get_predictions_with_model_version_and_request_i
         assert one.json()["model_version"] == "3" and one.json()["request_id"]
         batch = client.post("/predict", json=[RECORD, {**RECORD, "area": 1000}], headers={"X-Request-ID": "abc-1"})
         assert batch.json()["predictions"] == [5_500_000.0, 1_000_000.0]
-        assert batch.json()["request_id"] == "abc-1" and batch.headers["X-Request-ID"] == "abc-1"
+        assert batch.json()["client_request_id"] == "abc-1"
+        assert batch.headers["X-Request-ID"] == batch.json()["request_id"] != "abc-1"
+        assert "client_request_id" not in one.json()
+
+
+def test_two_requests_with_the_same_client_id_are_two_keys_in_the_log(tmp_path):
+    """Callers choose X-Request-ID, and two may send the same one: each request still gets its own key, so
+    neither its log lines nor its actuals are merged with the other's."""
+    uploads = Uploads()
+    capture = PredictionCapture(uploads, tmp_path, "house_prices", segment_records=100, segment_seconds=60)
+    with _client(FixedRegistry("house-prices", "http://unused"), capture) as client:
+        first = client.post("/predict", json=RECORD, headers={"X-Request-ID": "same"}).json()
+        second = client.post("/predict", json={**RECORD, "area": 1000.0}, headers={"X-Request-ID": "same"}).json()
+    assert first["request_id"] != second["request_id"]
+    rows = [json.loads(line) for body in uploads.values() for line in body.splitlines()]
+    assert {(r["request_id"], r["client_request_id"], r["prediction"]) for r in rows} == {
+        (first["request_id"], "same", 5_500_000.0),
+        (second["request_id"], "same", 1_000_000.0),
+    }
 
 
 @pytest.mark.parametrize(
@@ -239,11 +261,12 @@ def test_each_predicted_row_is_one_prediction_log_line_with_the_fields_monitorin
     resp = TestClient(app).post("/predict", json=[RECORD, {**RECORD, "area": 1000.0}], headers={"X-Request-ID": "r"})
     assert resp.status_code == 200, resp.text
     assert [list(row) for row in captured] == [
-        ["request_id", "row", "timestamp", "model_name", "model_version", "variant", "inputs", "prediction"]
-        + ["latency_ms"]
+        ["request_id", "row", "timestamp", "model_name", "model_version", "variant", "client_request_id", "inputs"]
+        + ["prediction", "latency_ms"]
     ] * 2
     first, second = captured
-    assert (first["request_id"], first["row"], first["prediction"]) == ("r", 0, 5_500_000.0)
+    assert (first["client_request_id"], first["row"], first["prediction"]) == ("r", 0, 5_500_000.0)
+    assert first["request_id"] == second["request_id"] == resp.json()["request_id"]
     assert (second["row"], second["inputs"], second["prediction"]) == (1, {**RECORD, "area": 1000.0}, 1_000_000.0)
     assert first["timestamp"] == second["timestamp"] and first["timestamp"].endswith("+00:00")
     assert (first["model_name"], first["model_version"]) == ("house-prices", "3")

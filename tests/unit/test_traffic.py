@@ -20,7 +20,8 @@ class Service:
     def post(self, url, json, headers, timeout):
         self.headers.append(headers)
         variant = assign_variant(headers.get("X-Client-ID", headers["X-Request-ID"]), 0.5)
-        answer = {"predictions": [1.0], "variant": variant}
+        # the service's own key, not the caller's X-Request-ID
+        answer = {"request_id": f"served-{len(self.headers)}", "predictions": [1.0], "variant": variant}
         return type("R", (), {"status_code": 200, "json": lambda _: answer})()
 
 
@@ -48,6 +49,9 @@ def test_callers_are_drawn_from_the_given_number_with_the_seed_and_answers_count
     assert report.variants == {v: expected.count(v) for v in set(expected)}
     actuals = [json.loads(line) for body in bucket.values() for line in body.splitlines()]
     assert sorted(a["request_id"] for a in actuals) == sorted(report.request_ids)
+    # each outcome names the row the service answered, by the service's key
+    assert sorted(report.request_ids) == sorted(f"served-{n}" for n in range(1, 21))
+    assert {a["row"] for a in actuals} == {0}
 
 
 def test_without_clients_no_caller_is_named():

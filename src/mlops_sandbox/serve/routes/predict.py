@@ -22,7 +22,8 @@ router = APIRouter()
 
 
 class PredictResponse(BaseModel):
-    request_id: str
+    request_id: str  # made by the service, unique: the key that actuals name (with the row's place)
+    client_request_id: str | None = None  # the caller's X-Request-ID, when it sent one
     model_name: str
     model_version: str  # of the model that answered
     variant: str  # production, or candidate (the `staging` version, for its A/B share of callers)
@@ -52,8 +53,11 @@ async def predict(
 ) -> Response:
     """Predict for one record or a batch with the production model.
 
-    The answer carries `X-Request-ID` (the client's, or a new UUID). Each row's log line is on the spool
-    disk before the answer is sent: an answered prediction is never lost, even if the service is killed.
+    Every request gets a `request_id` of the service's own (a UUID, also in the answer's `X-Request-ID`
+    header): ground truth names it, with the row's place in the batch. A caller's own `X-Request-ID` is kept
+    beside it (`client_request_id`, in the answer and the log), never as the key: two callers may send the
+    same one. Each row's log line is on the spool disk before the answer is sent: an answered prediction is
+    never lost, even if the service is killed.
 
     In an A/B experiment (`mlops-sandbox model experiment ab`), a share of callers is answered by the candidate
     (the `staging` version): always the same callers, by `X-Client-ID` (else by request id). `model_version`
@@ -71,8 +75,8 @@ async def predict(
         )
     started = time.perf_counter()
     rows = predictor.reader.read(await request.body())
-    request_id = x_request_id or str(uuid.uuid4())
-    variant, answering = experiment.variant_for(x_client_id or request_id)
+    request_id = str(uuid.uuid4())
+    variant, answering = experiment.variant_for(x_client_id or x_request_id or request_id)
     predictions = None
     if answering is not None:
         try:
@@ -86,7 +90,14 @@ async def predict(
     if capture is not None:
         latency_ms = (time.perf_counter() - started) * 1000
         lines = prediction_log_lines(
-            request_id, answering.name, answering.version, rows.records, predictions, latency_ms, variant=variant
+            request_id,
+            answering.name,
+            answering.version,
+            rows.records,
+            predictions,
+            latency_ms,
+            variant=variant,
+            client_request_id=x_request_id,
         )
         try:
             capture.log(lines, len(rows))
@@ -100,6 +111,7 @@ async def predict(
             predictor.shadow.submit(ShadowJob(request_id, rows.records, rows.columns, current.version, predictions))
     answer = {
         "request_id": request_id,
+        **({} if x_request_id is None else {"client_request_id": x_request_id}),
         "model_name": answering.name,
         "model_version": answering.version,
         "variant": variant,
