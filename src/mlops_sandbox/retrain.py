@@ -15,7 +15,7 @@ import numpy as np
 
 from mlops_sandbox import registry
 from mlops_sandbox.config import Settings
-from mlops_sandbox.contracts import PRODUCTION, STAGING, alerts_prefix, decision_key
+from mlops_sandbox.contracts import ACTUAL_KEY, PRODUCTION, STAGING, alerts_prefix, decision_key
 from mlops_sandbox.monitor.checks import production_answered
 from mlops_sandbox.monitor.store import load_actuals, load_predictions
 from mlops_sandbox.schema import get_schema
@@ -43,7 +43,7 @@ def fresh_labelled(settings: Settings, scenario: str, start: datetime, end: date
     window = load_predictions(client, settings.prediction_logs_bucket, get_schema(scenario), start, end)
     actuals = load_actuals(client, settings.prediction_logs_bucket, scenario, start, end + timedelta(hours=1))
     answered, _ = production_answered(window.predictions)  # not the candidate's shadow or A/B lines
-    return answered.merge(actuals, on="request_id", how="inner"), start, end
+    return answered.merge(actuals, on=ACTUAL_KEY, how="inner"), start, end
 
 
 def challenge(
@@ -106,7 +106,7 @@ def challenge(
                 f"challenger beat the champion after decay: MAE {scores['challenger']:,.4g} vs "
                 f"{scores.get('champion', float('nan')):,.4g} on {len(rows)} fresh labelled requests"
             )
-            registry.set_model_card(
+            registry.write_model_card_unless_written(  # a card a person wrote stays as it is
                 challenger,
                 f"Retrained after decay was flagged; promoted by {actor} because the {reason}.",
                 actor,

@@ -101,15 +101,57 @@ def test_training_pipeline_runs_the_seed_steps_in_order_in_project_containers(da
 
 def test_monitoring_checks_the_run_window_every_five_minutes_and_fails_on_decay(dagbag):
     dag = dagbag.dags["monitoring"]
-    assert {t.task_id for t in dag.tasks} == {"monitor_window", "flag_decay", "auto_retrain_on", "retrain", "challenge"}
+    assert {t.task_id for t in dag.tasks} == {
+        "monitor_window",
+        "flag_decay",
+        "auto_retrain_on",
+        "retrain",
+        "wait_for_retraining",
+        "challenge",
+    }
     task = dag.get_task("monitor_window")
     assert task.task_type == "DockerOperator" and task.retries == 0
     assert "--end={{ dag_run.run_after.isoformat() }}" in task.command
     assert task.downstream_task_ids == {"flag_decay", "auto_retrain_on"}
     assert dag.get_task("auto_retrain_on").downstream_task_ids == {"retrain"}
     assert dag.get_task("retrain").trigger_dag_id == "training_pipeline"
-    assert dag.get_task("retrain").downstream_task_ids == {"challenge"}
+    assert dag.get_task("retrain").downstream_task_ids == {"wait_for_retraining"}
+    assert dag.get_task("wait_for_retraining").downstream_task_ids == {"challenge"}
     assert dag.timetable.expression == "*/5 * * * *"
+
+
+@pytest.mark.parametrize(
+    ("run_type", "catch_up", "lateness", "expected"),
+    [
+        ("scheduled", "scheduled", None, ["--catch-up", "--lateness-seconds="]),
+        ("manual", "scheduled", None, ["--start=2026-05-01T11:55:00+00:00", "--lateness-seconds="]),
+        ("manual", "on", 15, ["--catch-up", "--lateness-seconds=15"]),
+        ("scheduled", "off", None, ["--start=2026-05-01T11:55:00+00:00", "--lateness-seconds="]),
+    ],
+)
+def test_scheduled_monitoring_runs_catch_up_and_triggered_ones_check_the_last_window(
+    dagbag, run_type, catch_up, lateness, expected
+):
+    """The monitor_window command as Airflow renders it for each kind of run."""
+    import pendulum
+    from airflow.utils.types import DagRunType
+    from jinja2 import Environment
+
+    task = dagbag.dags["monitoring"].get_task("monitor_window")
+    context = {
+        "params": {
+            "scenario": "house_prices",
+            "window_minutes": 5,
+            "catch_up": catch_up,
+            "allowed_lateness_seconds": lateness,
+        },
+        "dag_run": type("Run", (), {"run_type": DagRunType(run_type), "run_after": pendulum.datetime(2026, 5, 1, 12)}),
+        "macros": type("Macros", (), {"timedelta": timedelta}),
+    }
+    rendered = [Environment().from_string(arg).render(context) for arg in task.command]
+    assert rendered[:3] == ["mlops-sandbox", "monitor", "--scenario=house_prices"]
+    assert rendered[3] == expected[0] and rendered[-1] == expected[1]
+    assert "--end=2026-05-01T12:00:00+00:00" in rendered and "--window-minutes=5" in rendered
 
 
 def test_flag_decay_fails_only_on_decay_and_auto_retrain_is_opt_in(dagbag, monkeypatch):
@@ -155,6 +197,7 @@ def test_every_docker_step_is_a_pod_with_the_same_image_command_and_public_env(d
         assert pod.env_vars["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert pod.namespace == "mlops-test" and pod.in_cluster is True
         assert pod.retries == step.retries
+        assert pod.execution_timeout == step.execution_timeout
 
 
 def test_pods_read_the_s3_keys_from_the_kubernetes_secret_never_from_the_task(k8s_dagbag):
@@ -243,3 +286,95 @@ def test_param_choices_come_from_the_catalog(dagbag):
         assert scenario.value == catalog.DEFAULT_SECTOR
     model_type = dagbag.dags["training_pipeline"].params.get_param("model_type")
     assert model_type.schema["enum"] == sorted(catalog.MODEL_TYPES)
+
+
+# --- nothing hangs: timeouts, and retries with backoff where a retry is safe ---------------------------------
+# Retried steps overwrite their own outputs. `train` once: a retry fits the model again. `register` finds the
+# version an earlier try registered (pipeline.register). Monitoring never: the next window is 5 min away, and a second
+# `retrain` would start a second training run. simulate_batch and check_stack neither (see their DAGs).
+RETRIED = {
+    ("training_pipeline", "ingest"): 2,
+    ("training_pipeline", "validate"): 2,
+    ("training_pipeline", "preprocess"): 2,
+    ("training_pipeline", "version_features"): 2,
+    ("training_pipeline", "train"): 1,
+    ("training_pipeline", "register"): 2,
+}
+
+
+@pytest.mark.parametrize("runner", ["docker", "kubernetes"])
+def test_every_task_of_every_dag_has_a_timeout(dagbag, k8s_dagbag, runner):
+    bag = dagbag if runner == "docker" else k8s_dagbag
+    tasks = [t for dag in bag.dags.values() for t in dag.tasks]
+    assert len(tasks) == 14  # 6 training steps, 6 monitoring tasks, simulate, check_stack
+    for task in tasks:
+        assert isinstance(task.execution_timeout, timedelta), f"{task.dag_id}.{task.task_id} has no timeout"
+        assert timedelta(0) < task.execution_timeout <= timedelta(hours=2), (task.dag_id, task.task_id)
+    training = bag.dags["training_pipeline"]
+    assert training.get_task("train").execution_timeout == timedelta(minutes=120)
+    assert training.get_task("version_features").execution_timeout == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("runner", ["docker", "kubernetes"])
+def test_retries_with_exponential_backoff_only_where_a_retry_is_safe(dagbag, k8s_dagbag, runner):
+    bag = dagbag if runner == "docker" else k8s_dagbag
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            assert task.retries == RETRIED.get((dag.dag_id, task.task_id), 0), (dag.dag_id, task.task_id)
+            if task.retries:
+                # Airflow 3's multiplier: 30 s, then 1 min, 2 min, ... (True would be 1: a constant delay)
+                assert task.retry_exponential_backoff == 2.0
+                assert task.retry_delay == timedelta(seconds=30)
+                assert task.max_retry_delay == timedelta(minutes=10)
+
+
+def test_timeouts_and_the_retraining_wait_come_from_the_environment():
+    import inspect
+
+    bag = parse_dags(
+        PIPELINE_RUNNER="docker", STEP_TIMEOUT_MINUTES="7", TRAIN_TIMEOUT_MINUTES="45", RETRAIN_WAIT_MINUTES="20"
+    )
+    assert bag.import_errors == {}
+    training, monitoring = bag.dags["training_pipeline"], bag.dags["monitoring"]
+    assert training.get_task("ingest").execution_timeout == timedelta(minutes=7)
+    assert training.get_task("train").execution_timeout == timedelta(minutes=45)
+    assert monitoring.get_task("monitor_window").execution_timeout == timedelta(minutes=7)
+    wait = monitoring.get_task("wait_for_retraining")
+    assert inspect.signature(wait.python_callable).parameters["wait_seconds"].default == 20 * 60
+    assert wait.execution_timeout == timedelta(minutes=25)  # the hard stop, after the task's own deadline
+
+
+def test_a_bad_timeout_is_an_import_error_that_names_the_key():
+    bag = parse_dags(PIPELINE_RUNNER="docker", STEP_TIMEOUT_MINUTES="soon")
+    assert bag.import_errors
+    assert all("STEP_TIMEOUT_MINUTES='soon'" in error for error in bag.import_errors.values())
+
+
+class RetrainingRun:
+    """What `wait_for_retraining` asks of its task instance: the triggered run's id, then its state."""
+
+    def __init__(self, *states: str):
+        self.states = list(states)
+
+    def xcom_pull(self, task_ids: str, key: str) -> str:
+        assert (task_ids, key) == ("retrain", "trigger_run_id")
+        return "manual__retrain"
+
+    def get_dagrun_state(self, dag_id: str, run_id: str) -> str:
+        assert (dag_id, run_id) == ("training_pipeline", "manual__retrain")
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+
+def test_monitoring_waits_for_the_retraining_run_within_a_deadline(dagbag):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag = dagbag.dags["monitoring"]
+    # the operator's own wait has no deadline in Airflow 3.3: it starts the run, the next task waits
+    assert dag.get_task("retrain").wait_for_completion is False
+    wait = dag.get_task("wait_for_retraining").python_callable
+    fast = {"wait_seconds": 0.2, "poll_seconds": 0.01}
+    assert wait(**fast, ti=RetrainingRun("queued", "running", "success")) == "manual__retrain"
+    with pytest.raises(AirflowFailException, match="training_pipeline run manual__retrain failed"):
+        wait(**fast, ti=RetrainingRun("running", "failed"))
+    with pytest.raises(AirflowFailException, match=r"waiting for training_pipeline run manual__retrain: still running"):
+        wait(**fast, ti=RetrainingRun("running"))

@@ -7,11 +7,19 @@ import pytest
 from s3_stand_in import FakeS3, WritableS3
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.contracts import actual_record, log_hour_prefixes, log_key, prediction_log_record, to_jsonl
+from mlops_sandbox.contracts import (
+    actual_record,
+    log_hour_prefixes,
+    log_key,
+    prediction_log_record,
+    prediction_log_records,
+    to_jsonl,
+)
 from mlops_sandbox.features import preprocess
 from mlops_sandbox.ingest import validate
 from mlops_sandbox.monitor.checks import (
     DecayRule,
+    actuals_frame,
     column_drift_of,
     figures_and_reports,
     parse_prediction_log,
@@ -267,6 +275,8 @@ def stand(trained, monkeypatch, tmp_path):
         workspace = Workspace(str(tmp_path / "evidently"))
         experiment = {"mode": "off", "candidate_version": None, "production_version": "1", "set_at": None}
         settings = Settings(_env_file=None, experiment_min_labelled=50)
+        production = "1"  # the version the registry's production alias names now
+        judged: list = []  # the versions run_window asked for by number
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 
         def put(self, kind, when, records, name="a"):
@@ -275,11 +285,14 @@ def stand(trained, monkeypatch, tmp_path):
     stand = Stand()
     real_project = steps.evidently_project
     monkeypatch.setattr(steps, "s3_client", lambda settings: stand.s3)
-    monkeypatch.setattr(
-        steps,
-        "production_model",
-        lambda settings, scenario: {"name": "house-prices", "version": "1", "tags": {}, "test_mae": baseline_mae},
-    )
+
+    def production_model(settings, scenario, version=None):
+        if version is not None:
+            stand.judged.append(version)
+        version = version or stand.production
+        return {"name": "house-prices", "version": version, "tags": {}, "test_mae": baseline_mae * int(version)}
+
+    monkeypatch.setattr(steps, "production_model", production_model)
     monkeypatch.setattr(steps, "reference_data", lambda settings, tags: reference)
     monkeypatch.setattr(registry, "get_experiment", lambda name=None, settings=None, client=None: stand.experiment)
     monkeypatch.setattr(
@@ -398,3 +411,120 @@ def test_a_project_made_before_experiments_gets_the_variant_panel_once(tmp_path)
     panels = workspace.get_dashboard(old.id).panels
     assert [p.title for p in panels] == ["MAE on predictions with actuals", "MAE by variant"]
     assert panels[0].values[0].tags == ["performance"]
+
+
+def test_each_row_of_a_batch_request_is_labelled_by_its_own_actual(trained, stand):
+    """A batch request is one request id with many rows: each row's actual names its row, and the window's
+    MAE is computed row by row (an actual without `row` labels row 0 only, not every row of the batch)."""
+    from mlops_sandbox.monitor.steps import run_window
+
+    _, model, _ = trained
+    start, end = stand.start, stand.start + timedelta(minutes=5)
+    frame = generate_batch("house_prices", 8, start, 40)
+    inputs = [row["inputs"] for row in log_rows(frame, start)]
+    predicted = [float(p) for p in model.predict(frame)]
+    batch = prediction_log_records("batch-1", "house-prices", "1", inputs, predicted, 3.0, start + timedelta(seconds=5))
+    truth = [float(p) for p in frame["price"]]
+    stand.put("predictions", start, batch)
+    later = start + timedelta(minutes=1)
+    stand.put("actuals", later, [actual_record("batch-1", truth[i], later, row=i) for i in range(40)])
+
+    status = run_window(stand.settings, "house_prices", start, end)
+
+    assert status["figures"]["rows"] == status["figures"]["labelled_rows"] == 40
+    expected = sum(abs(p - t) for p, t in zip(predicted, truth, strict=True)) / 40
+    assert status["figures"]["mae"] == pytest.approx(expected)
+
+
+def test_actuals_are_keyed_by_request_and_row_and_bad_rows_are_skipped():
+    lines = [
+        {"request_id": "r", "row": 0, "actual": 1.0, "observed_at": "x"},
+        {"request_id": "r", "row": 1, "actual": 2.0, "observed_at": "x"},
+        {"request_id": "s", "actual": 3.0, "observed_at": "x"},  # no row: row 0
+        {"request_id": "r", "row": 1, "actual": 2.5, "observed_at": "x"},  # the later one wins
+        {"request_id": "r", "row": -1, "actual": 9.0, "observed_at": "x"},
+        {"request_id": "r", "row": "2", "actual": 9.0, "observed_at": "x"},
+        {"request_id": "r", "row": True, "actual": 9.0, "observed_at": "x"},
+    ]
+    frame = actuals_frame([to_jsonl(lines)])
+    assert sorted(frame.itertuples(index=False, name=None)) == [("r", 0, 1.0), ("r", 1, 2.5), ("s", 0, 3.0)]
+
+
+def test_a_window_is_judged_against_the_version_that_served_it_not_todays(trained, stand):
+    """A rerun of an old window, after production moved on to v2: v1 answered it, so v1's test MAE is the
+    baseline (v2's, twice as large here, would hide v1's decay)."""
+    from mlops_sandbox.monitor.steps import run_window
+
+    _, model, baseline_mae = trained
+    start, end = stand.start, stand.start + timedelta(minutes=5)
+    lines, actuals = experiment_lines(generate_batch("house_prices", 9, start, 60), model, start, "old")
+    stand.put("predictions", start, lines)
+    stand.put("actuals", start + timedelta(minutes=1), actuals)
+    stand.production = "2"
+
+    status = run_window(stand.settings, "house_prices", start, end)
+
+    assert stand.judged == ["1"] and status["model"]["version"] == "1"
+    assert status["figures"]["baseline_mae"] == pytest.approx(baseline_mae)
+    assert status["figures"]["model_versions_seen"] == ["1"]
+
+
+def test_a_rerun_that_fails_midway_leaves_the_earlier_snapshots_of_the_window(trained, stand, monkeypatch):
+    from mlops_sandbox.monitor.steps import run_window
+
+    _, model, _ = trained
+    start, end = stand.start, stand.start + timedelta(minutes=5)
+    lines, actuals = experiment_lines(generate_batch("house_prices", 10, start, 60), model, start, "w")
+    stand.put("predictions", start, lines)
+    stand.put("actuals", start + timedelta(minutes=1), actuals)
+    first = run_window(stand.settings, "house_prices", start, end)
+    (project,) = stand.workspace.list_projects()
+
+    def snapshot_ids():
+        return {str(s) for s in stand.workspace.list_runs(project.id)}
+
+    assert snapshot_ids() == set(first["evidently_snapshots"]) and len(snapshot_ids()) >= 2
+    add_run, added = stand.workspace.add_run, []
+
+    def fails_on_the_second(*args, **kwargs):
+        if added:
+            raise OSError("disk full")
+        added.append(add_run(*args, **kwargs))
+        return added[-1]
+
+    monkeypatch.setattr(stand.workspace, "add_run", fails_on_the_second)
+    with pytest.raises(OSError, match="disk full"):
+        run_window(stand.settings, "house_prices", start, end)
+    assert snapshot_ids() == set(first["evidently_snapshots"])  # the earlier run's, and none half-added
+
+
+def test_scheduled_runs_check_every_window_since_the_last_one_up_to_the_watermark(trained, stand):
+    """Ticks that never ran (the stack was down for 20 minutes) are caught up, window by window, so every
+    captured row is counted in one window's figures; rows newer than the allowed lateness wait for the next
+    run; and a gap longer than the catch-up limit is reported, not silently skipped."""
+    from mlops_sandbox.monitor.steps import catch_up
+
+    _, model, _ = trained
+    t0 = stand.start
+    first = catch_up(stand.settings, "house_prices", t0, window_minutes=5, lateness_seconds=60)
+    assert len(first["windows"]) == 1 and first["window_end"] == (t0 - timedelta(seconds=60)).isoformat()
+
+    frame = generate_batch("house_prices", 11, t0, 25 * 60)
+    lines = log_rows(frame, t0 - timedelta(seconds=60))  # one a second, from the first run's watermark on
+    stand.put("predictions", t0, lines)
+    later = catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=21), window_minutes=5, lateness_seconds=60)
+
+    starts = [w["window_start"] for w in later["windows"]]
+    ends = [w["window_end"] for w in later["windows"]]
+    assert starts[0] == first["window_end"] and starts[1:] == ends[:-1]  # contiguous, from where it stopped
+    assert ends[-1] == (t0 + timedelta(minutes=20)).isoformat() and len(later["windows"]) == 5
+    assert later["rows"] == 21 * 60  # each row up to the watermark, once
+    assert later["not_monitored"] is None
+
+    rest = catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=25), window_minutes=5, lateness_seconds=60)
+    assert rest["window_start"] == ends[-1] and rest["rows"] == 4 * 60  # the rows that were too new last time
+
+    settings = stand.settings.model_copy(update={"monitoring_max_catch_up_windows": 2})
+    gap = catch_up(settings, "house_prices", t0 + timedelta(hours=3), window_minutes=5, lateness_seconds=60)
+    assert len(gap["windows"]) == 2 and gap["not_monitored"]["from"] == rest["window_end"]
+    assert "MONITORING_MAX_CATCH_UP_WINDOWS=2" in gap["not_monitored"]["why"]

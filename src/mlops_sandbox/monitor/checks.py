@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_sandbox.contracts import (
+    ACTUAL_KEY,
     CANDIDATE_VARIANT,
     MODE_AB,
     MODE_OFF,
@@ -175,6 +176,14 @@ def production_answered(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return frame[~shadow & ~candidate].reset_index(drop=True), excluded
 
 
+def served_version(answered: pd.DataFrame) -> str | None:
+    """The production version that answered most of these rows (`production_answered`'s), None for none."""
+    if not len(answered):
+        return None
+    counts = answered["model_version"].dropna().astype(str).value_counts()
+    return str(counts.index[0]) if len(counts) else None
+
+
 def has_candidate_lines(frame: pd.DataFrame) -> bool:
     """Whether the frame holds a line the candidate predicted (shadow or answered)."""
     return bool(len(frame)) and "variant" in frame and bool((frame["variant"] == CANDIDATE_VARIANT).any())
@@ -279,18 +288,21 @@ def _performance_report(labelled: pd.DataFrame, stamp, tags: list[str], metadata
 
 
 def actuals_frame(bodies: Iterable[bytes]) -> pd.DataFrame:
-    """Actuals files (oldest first) as `request_id`, `actual`; the last one of a request wins, bad lines are
-    skipped (a bad actual is not fatal)."""
+    """Actuals files (oldest first) as `request_id`, `row`, `actual`: one per predicted row (a line without
+    `row` labels row 0). The last one of a row wins; bad lines are skipped (a bad actual is not fatal)."""
     rows = []
     for body in bodies:
         for line in body.decode().splitlines():
             try:
                 item = json.loads(line)
-                rows.append({"request_id": str(item["request_id"]), "actual": float(item["actual"])})
-            except (ValueError, KeyError, TypeError):
+                row = item.get("row", 0)
+                if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+                    continue
+                rows.append({"request_id": str(item["request_id"]), "row": row, "actual": float(item["actual"])})
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-    frame = pd.DataFrame(rows, columns=["request_id", "actual"])
-    return frame.drop_duplicates("request_id", keep="last")
+    frame = pd.DataFrame(rows, columns=[*ACTUAL_KEY, "actual"]).astype({"row": "int64"})
+    return frame.drop_duplicates(ACTUAL_KEY, keep="last")
 
 
 def column_drift(drift_report: dict) -> dict[str, dict]:

@@ -17,7 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from mlops_sandbox.config import Settings
-from mlops_sandbox.contracts import CANDIDATE_VARIANT, MODE_OFF, PRODUCTION, PRODUCTION_VARIANT
+from mlops_sandbox.contracts import (
+    ACTUAL_KEY,
+    CANDIDATE_VARIANT,
+    MODE_OFF,
+    PRODUCTION,
+    PRODUCTION_VARIANT,
+    checkpoint_key,
+)
 from mlops_sandbox.monitor.checks import (
     EXPERIMENT_TAG,
     DecayRule,
@@ -30,6 +37,7 @@ from mlops_sandbox.monitor.checks import (
     figures_and_reports,
     has_candidate_lines,
     production_answered,
+    served_version,
     status_object,
 )
 from mlops_sandbox.monitor.store import (
@@ -41,7 +49,7 @@ from mlops_sandbox.monitor.store import (
     save_status,
 )
 from mlops_sandbox.schema import Schema, get_schema
-from mlops_sandbox.storage import s3_client
+from mlops_sandbox.storage import get_json, put_json, s3_client
 
 log = logging.getLogger(__name__)
 REFERENCE_CACHE = Path(tempfile.gettempdir()) / "mlops-sandbox-reference"
@@ -50,8 +58,9 @@ MAE_PANEL = "MAE on predictions with actuals"
 MAE_BY_VARIANT_PANEL = "MAE by variant"
 
 
-def production_model(settings: Settings, scenario: str) -> dict | None:
-    """Name, version, data-version tags and test MAE of the scenario's production model, or None."""
+def production_model(settings: Settings, scenario: str, version: str | None = None) -> dict | None:
+    """Name, version, data-version tags and test MAE of the scenario's production model (or of its version
+    `version`), or None when there is none."""
     from mlflow.exceptions import MlflowException
 
     from mlops_sandbox.tracking import use_tracking_server
@@ -59,7 +68,11 @@ def production_model(settings: Settings, scenario: str) -> dict | None:
     client = use_tracking_server(settings)
     name = settings.model_name_for(scenario)
     try:
-        mv = client.get_model_version_by_alias(name, PRODUCTION)
+        mv = (
+            client.get_model_version_by_alias(name, PRODUCTION)
+            if version is None
+            else client.get_model_version(name, version)
+        )
     except MlflowException:
         return None
     metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
@@ -235,7 +248,7 @@ def run_experiment(
         logs = settings.prediction_logs_bucket
         history = load_predictions(client, logs, schema, since, end).predictions
         actuals = load_actuals(client, logs, scenario, since, datetime.now(UTC) + timedelta(hours=1))
-        history = history.merge(actuals, on="request_id", how="left") if len(history) else history.assign(actual=[])
+        history = history.merge(actuals, on=ACTUAL_KEY, how="left") if len(history) else history.assign(actual=[])
         if not running:  # no record of when it was set: from the candidate's first line in the lookback
             of_candidate = history[
                 (history["variant"] == CANDIDATE_VARIANT) & (history["model_version"].astype(str) == candidate)
@@ -294,8 +307,12 @@ def run_window(
     actuals = load_actuals(
         client, settings.prediction_logs_bucket, scenario, start, datetime.now(UTC) + timedelta(hours=1)
     )
-    lines = current.merge(actuals, on="request_id", how="left") if len(current) else current.assign(actual=[])
+    lines = current.merge(actuals, on=ACTUAL_KEY, how="left") if len(current) else current.assign(actual=[])
     current, excluded = production_answered(lines)  # production's own figures: the rows it answered
+    served = served_version(current)
+    if model is not None and served is not None and served != model["version"]:
+        # an earlier window (a rerun, or a catch-up): judged against the version that answered it, not today's
+        model = production_model(settings, scenario, served) or model
 
     if model is None:
         figures, snapshots, reasons = {"rows": int(len(current))}, [], []
@@ -322,6 +339,82 @@ def run_window(
     return status
 
 
+def window_summary(status: dict) -> dict:
+    """The short form of a window's status: what the CLI prints and the DAG's later tasks read."""
+    summary = {k: status[k] for k in ("window_start", "window_end", "decay", "reasons")}
+    summary |= {k: status["figures"].get(k) for k in ("rows", "labelled_rows", "drift_share", "mae")}
+    summary["quarantined_files"] = len(status["quarantined_files"])
+    return summary
+
+
+def catch_up(
+    settings: Settings,
+    scenario: str,
+    until: datetime,
+    window_minutes: int = 5,
+    lateness_seconds: int | None = None,
+    rule: DecayRule | None = None,
+) -> dict:
+    """A scheduled monitoring run: every window from where the last one stopped up to the watermark.
+
+    The watermark is `until` less the allowed lateness (MONITORING_ALLOWED_LATENESS_SECONDS): rows still being
+    uploaded, or prompt actuals, land before their window is checked. The windows are contiguous, each
+    `window_minutes` long (the last one ends at the watermark), from the checkpoint the previous run left, so
+    ticks that never ran (the stack was down, a run waited on retraining, the DAG was paused) are caught up:
+    every captured row falls in a checked window. A gap longer than MONITORING_MAX_CATCH_UP_WINDOWS windows is
+    not checked but reported (`not_monitored`). The checkpoint moves after each window, so a run that fails
+    resumes where it stopped.
+
+    Returns:
+        One summary (`window_summary`'s fields over all the windows: the first start, the last end, decay if
+        any window decayed, each reason prefixed by its window), with `windows` (each window's summary) and
+        `not_monitored` (None, or the span left out and why).
+    """
+    if window_minutes < 1:
+        raise ValueError("window_minutes must be at least 1")
+    lateness = settings.monitoring_allowed_lateness_seconds if lateness_seconds is None else lateness_seconds
+    length = timedelta(minutes=window_minutes)
+    watermark = until - timedelta(seconds=lateness)
+    client, bucket = s3_client(settings), settings.monitoring_bucket
+    checkpoint = get_json(client, bucket, checkpoint_key(scenario), missing_ok=True)
+    start = datetime.fromisoformat(checkpoint["watermark"]) if checkpoint else watermark - length
+    not_monitored = None
+    oldest = watermark - length * settings.monitoring_max_catch_up_windows
+    if start < oldest:
+        not_monitored = {
+            "from": start.isoformat(),
+            "to": oldest.isoformat(),
+            "why": f"longer than MONITORING_MAX_CATCH_UP_WINDOWS={settings.monitoring_max_catch_up_windows} "
+            f"windows of {window_minutes} min since the last checked window; `mlops-sandbox monitor --start "
+            "--end` checks any span",
+        }
+        log.warning("%s: not monitored: %s", scenario, not_monitored)
+        start = oldest
+    windows = []
+    while start < watermark:
+        end = min(start + length, watermark)
+        windows.append(window_summary(run_window(settings, scenario, start, end, rule)))
+        put_json(
+            client, bucket, checkpoint_key(scenario), {"watermark": end.isoformat(), "window_minutes": window_minutes}
+        )
+        start = end
+    several = len(windows) > 1
+    return {
+        "window_start": windows[0]["window_start"] if windows else None,
+        "window_end": windows[-1]["window_end"] if windows else None,
+        "decay": any(w["decay"] for w in windows),
+        "reasons": [f"{w['window_start']}: {r}" if several else r for w in windows for r in w["reasons"]],
+        "rows": sum(w["rows"] for w in windows),
+        "labelled_rows": sum(w["labelled_rows"] or 0 for w in windows),
+        "drift_share": windows[-1]["drift_share"] if windows else None,
+        "mae": windows[-1]["mae"] if windows else None,
+        "quarantined_files": sum(w["quarantined_files"] for w in windows),
+        "watermark": watermark.isoformat(),
+        "windows": windows,
+        "not_monitored": not_monitored,
+    }
+
+
 def project_snapshots(settings: Settings, scenario: str) -> list[dict]:
     """The snapshots in the scenario's Evidently project, oldest first: id, time, kind (tags) and metadata.
 
@@ -340,17 +433,29 @@ def project_snapshots(settings: Settings, scenario: str) -> list[dict]:
 
 
 def _replace_snapshots(settings: Settings, scenario: str, snapshots: list, previous: dict) -> list[str]:
-    """Put this window's snapshots in the Evidently project, in place of those of an earlier run of it."""
+    """Put this window's snapshots in the Evidently project, in place of those of an earlier run of it.
+
+    The new ones are added first and the old ones deleted after, so the dashboard never lacks the window: a
+    failure while adding removes what it added and leaves the earlier run's snapshots as they were.
+    """
     if not snapshots and not previous.get("evidently_snapshots"):
         return []
     workspace, project = evidently_project(settings, scenario)
-    for snapshot_id in previous.get("evidently_snapshots", []):
+    ids: list[str] = []
+    try:
+        for snapshot in snapshots:
+            ref = workspace.add_run(project.id, snapshot, include_data=False)
+            ids.append(str(getattr(ref, "id", ref)))
+    except Exception:
+        _delete_snapshots(workspace, project.id, ids)
+        raise
+    _delete_snapshots(workspace, project.id, [i for i in previous.get("evidently_snapshots", []) if i not in ids])
+    return ids
+
+
+def _delete_snapshots(workspace, project_id, snapshot_ids: list[str]) -> None:
+    for snapshot_id in snapshot_ids:
         try:
-            workspace.delete_run(project.id, snapshot_id)
+            workspace.delete_run(project_id, snapshot_id)
         except Exception:  # noqa: BLE001 - already gone
             log.info("snapshot %s was already gone", snapshot_id)
-    ids = []
-    for snapshot in snapshots:
-        ref = workspace.add_run(project.id, snapshot, include_data=False)
-        ids.append(str(getattr(ref, "id", ref)))
-    return ids
