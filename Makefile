@@ -11,14 +11,17 @@ TORCH_INDEX_URL ?=
 EXERCISES := 8# the workshop's exercises (mlops_sandbox.workshop.EXERCISES)
 PIP_TORCH := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 
-.PHONY: help up down ps logs build test test-unit test-dags test-deploy test-stack lint lock bench-stack bench-predictor demo nuke \
+.PHONY: help up secrets down ps logs build test test-unit test-dags test-deploy test-stack lint lock bench-stack bench-predictor demo nuke \
 	reset skip-to notebooks strip-notebooks screenshots k8s-render
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 up: ## build and start the stack; returns when every service is healthy
-	$(COMPOSE) up -d --build --wait
+	@$(COMPOSE) up -d --build --wait || { $(COMPOSE) logs --no-log-prefix preflight | grep refusing; exit 1; }
+
+secrets: ## write a .env with random secrets (before the first `make up`: Postgres keeps its first passwords)
+	$(PYTHON) -I src/mlops_sandbox/preflight.py write-env .env.example .env
 
 down: ## stop the stack (data volumes are kept)
 	$(COMPOSE) down

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -86,3 +87,30 @@ def test_airflow_containers_share_one_jwt_secret(config):
         if name.startswith("airflow-")
     }
     assert len(secrets) == 1 and None not in secrets
+
+
+def _waits_for(config: dict, name: str, seen: frozenset = frozenset()) -> set[str]:
+    """Every service `name` waits for, directly or through another."""
+    direct = set(config["services"][name].get("depends_on") or {})
+    return direct | {w for d in direct - seen for w in _waits_for(config, d, seen | {name})}
+
+
+def test_every_service_waits_for_the_preflight_check_of_secrets(config):
+    for name in config["services"]:
+        if name != "preflight":
+            assert "preflight" in _waits_for(config, name), f"{name} can start before preflight"
+    for name, svc in config["services"].items():
+        for dependency, rule in (svc.get("depends_on") or {}).items():
+            if dependency == "preflight":
+                assert rule["condition"] == "service_completed_successfully", name
+
+
+def test_bind_address_publishes_every_port_on_it():
+    out = subprocess.run(
+        ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True, text=True, check=True, cwd=ROOT, env=os.environ | {"BIND_ADDRESS": "0.0.0.0"},
+    ).stdout  # fmt: skip
+    services = json.loads(out)["services"]
+    addresses = {p.get("host_ip") for svc in services.values() for p in svc.get("ports") or []}
+    assert addresses == {"0.0.0.0"}
+    assert services["preflight"]["environment"]["BIND_ADDRESS"] == "0.0.0.0"
