@@ -17,7 +17,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from mlops_sandbox import loop
+from mlops_sandbox import loop, registry
 from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import get_settings
 from mlops_sandbox.retrain import challenge
@@ -40,7 +40,23 @@ def drifted_traffic(settings, s3, args, seed: int, drift: Drift):
     )
 
 
+NEEDS_RESET = (
+    "The demo tells its story from a stack without earlier models; run `make reset` (it deletes this stack's "
+    "runs, models and data) and `make demo` again."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except registry.PromotionRefused as refused:
+        # one line, not a traceback: the usual cause is a stack used before (its production model is not
+        # the demo's v1, and the compliance checks judge the demo's versions against it)
+        print(f"demo stopped: {refused}. {NEEDS_RESET}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--traffic-seconds", type=int, default=45)
     parser.add_argument("--rate", type=float, default=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -58,10 +59,20 @@ class AirflowAPI:
         run = self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
-    def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 3) -> str:
-        """Until the run finishes; returns its final state (`success` or `failed`)."""
+    def wait(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float = 900,
+        poll: float = 3,
+        progress: Callable[[], None] | None = None,
+    ) -> str:
+        """Until the run finishes; returns its final state (`success` or `failed`). `progress` is called at each
+        poll (the CLI prints the tasks' states as they change)."""
         deadline = time.monotonic() + timeout
         while True:
+            if progress is not None:
+                progress()
             state = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
             if state in ("success", "failed"):
                 return state

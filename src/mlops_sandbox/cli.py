@@ -1,7 +1,9 @@
 """`mlops-sandbox`: operator commands. Each subcommand calls one library function.
 
-Pipeline steps print a JSON summary as their last line, which Airflow's DockerOperator keeps as XCom. In a
-KubernetesPodOperator pod the same line also goes to `/airflow/xcom/return.json`, so the XCom is the same.
+A command's result is printed for a person (aligned fields, tables) when its output is a terminal, and as
+one JSON line otherwise, or with `--json`. Pipeline steps run with no terminal, so their last line is that
+JSON summary, which Airflow's DockerOperator keeps as XCom. In a KubernetesPodOperator pod the same line also
+goes to `/airflow/xcom/return.json`, so the XCom is the same.
 """
 
 from __future__ import annotations
@@ -19,17 +21,69 @@ from mlops_sandbox.config import get_settings
 
 # KubernetesPodOperator (do_xcom_push=True) mounts this folder and pushes the JSON in `return.json` as XCom.
 XCOM_DIR = Path("/airflow/xcom")
+JSON_FLAG = "--json"
+_json_output = True  # main() sets it: `--json`, or no terminal
+
+
+def _for_people() -> bool:
+    return not _json_output
 
 
 def _print_summary(value) -> None:
-    """Print `value` as one JSON line; in a pod with an XCom folder, also leave that line there.
+    """Print `value` for a person, or as one JSON line (`--json`, or no terminal); in a pod with an XCom
+    folder, also leave that line there.
 
     The line is written JSON-encoded as a string, so the XCom is the same `str` as DockerOperator's.
     """
     line = json.dumps(value, default=str)
-    print(line)
+    print(readable(value) if _for_people() else line)
     if XCOM_DIR.is_dir():
         (XCOM_DIR / "return.json").write_text(json.dumps(line))
+
+
+def _cell(value) -> str:
+    """One value as a person reads it in a field or a table cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict | list):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return str(value)
+
+
+def _table(rows: list[dict]) -> list[str]:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return lines
+
+
+def readable(value, indent: str = "") -> str:
+    """`value` (a command's JSON-able result) for a person: `field  value` lines, aligned; a nested object
+    indented under its field; a list of objects as a table."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "\n".join(indent + line for line in _table(value))
+    if not isinstance(value, dict):
+        return indent + _cell(value)
+    width = max((len(k) for k in value), default=0)
+    lines = []
+    for key, item in value.items():
+        nested = (isinstance(item, dict) and item) or (
+            isinstance(item, list) and item and all(isinstance(v, dict) for v in item)
+        )
+        if nested:
+            lines += [f"{indent}{key}:", readable(item, indent + "  ")]
+        else:
+            lines.append(f"{indent}{key.ljust(width)}  {_cell(item)}")
+    return "\n".join(lines)
 
 
 def _emit(value) -> int:
@@ -137,17 +191,21 @@ def _traffic(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from mlops_sandbox.monitor.steps import run_window
+    from mlops_sandbox.monitor.steps import catch_up, run_window, window_summary
 
     end = args.end or datetime.now(UTC)
     start = args.start or end - timedelta(minutes=5)
-    status = run_window(get_settings(), args.scenario, start, end)
-    summary = {k: status[k] for k in ("window_start", "window_end", "decay", "reasons")}
-    summary |= {k: status["figures"].get(k) for k in ("rows", "labelled_rows", "drift_share", "mae")}
-    summary["quarantined_files"] = len(status["quarantined_files"])
-    if args.fail_on_decay and status["decay"]:
+    if args.catch_up:
+        if args.start is not None:
+            raise ValueError(
+                "--catch-up starts where the last checked window ended: give --end (or nothing), not --start"
+            )
+        summary = catch_up(get_settings(), args.scenario, end, args.window_minutes, args.lateness_seconds)
+    else:
+        summary = window_summary(run_window(get_settings(), args.scenario, start, end))
+    if args.fail_on_decay and summary["decay"]:
         _print_summary(summary)
-        print("DECAY: " + "; ".join(status["reasons"]), file=sys.stderr)
+        print("DECAY: " + "; ".join(summary["reasons"]), file=sys.stderr)
         return 3
     return _emit(summary)
 
@@ -184,8 +242,11 @@ def _model(args: argparse.Namespace) -> int:
     from mlops_sandbox import registry
 
     if args.action == "list":
-        for row in registry.list_versions(args.name):
-            print(json.dumps(row))
+        rows = registry.list_versions(args.name)
+        if _for_people():
+            print(readable(rows) if rows else "no registered version yet")
+        for row in rows if not _for_people() else []:
+            print(json.dumps(row))  # JSON Lines, one version each
         return 0
     if args.action == "describe":
         registry.set_model_card(args.version, args.text, args.by, args.name)
@@ -231,7 +292,18 @@ def _trigger(args: argparse.Namespace) -> int:
     run_id = airflow.trigger(args.dag_id, conf)
     if not args.wait:
         return _emit({"dag_id": args.dag_id, "run_id": run_id, "state": "queued"})
-    state = airflow.wait(args.dag_id, run_id, timeout=args.timeout)
+    if _for_people():
+        print(f"{args.dag_id} run {run_id}: waiting (Ctrl-C stops waiting, not the run)", flush=True)
+    seen: dict[str, str] = {}
+
+    def progress() -> None:
+        """Each task's state as it changes."""
+        for task, task_state in airflow.task_states(args.dag_id, run_id).items():
+            if task_state and seen.get(task) != task_state:
+                seen[task] = task_state
+                print(f"  {datetime.now(UTC):%H:%M:%S}  {task:<24} {task_state}", flush=True)
+
+    state = airflow.wait(args.dag_id, run_id, timeout=args.timeout, progress=progress if _for_people() else None)
     _emit({"dag_id": args.dag_id, "run_id": run_id, "state": state, "tasks": airflow.task_states(args.dag_id, run_id)})
     return 0 if state == "success" else 1
 
@@ -279,11 +351,25 @@ def _serve(args: argparse.Namespace) -> int:
     os.execv(sys.executable, [*gunicorn, *options, "--graceful-timeout", "20", "--timeout", "60"])
 
 
+def _evidently_ui(args: argparse.Namespace) -> int:
+    """The Evidently UI, as `evidently ui` serves it, answering only the Host names in EVIDENTLY_ALLOWED_HOSTS."""
+    from mlops_sandbox.monitor import ui
+
+    ui.serve(args.workspace, get_settings().evidently_allowed_hosts, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlops_sandbox import catalog
     from mlops_sandbox.contracts import ALIASES, MAX_AB_SHARE, MODE_AB, MODE_OFF, MODE_SHADOW
 
     parser = argparse.ArgumentParser(prog="mlops-sandbox", description="mlops-sandbox operator commands")
+    parser.add_argument(
+        JSON_FLAG,
+        action="store_true",
+        help="print results as one JSON line, as scripts want (the default when the output is not a terminal); "
+        "it may come anywhere on the line",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def scenario_option(command: argparse.ArgumentParser) -> None:
@@ -302,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="log a line per request (default: PREDICTOR_ACCESS_LOG, else off)",
     )
     serve.set_defaults(func=_serve)
+    dashboard = sub.add_parser(
+        "evidently-ui", help="the Evidently UI (`evidently ui`), answering only EVIDENTLY_ALLOWED_HOSTS"
+    )
+    dashboard.add_argument("--host", default="0.0.0.0")
+    dashboard.add_argument("--port", type=int, default=8000)
+    dashboard.add_argument("--workspace", default="/data/evidently", help="the local workspace folder")
+    dashboard.set_defaults(func=_evidently_ui)
     sub.add_parser("init-buckets", help="create the stack's S3 buckets (idempotent)").set_defaults(func=_init_buckets)
     sub.add_parser("check-stack", help="check that MinIO buckets and MLflow answer").set_defaults(func=_check_stack)
 
@@ -345,6 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--start", type=_time, help="window start (default: end - 5 minutes)")
     monitor.add_argument("--end", type=_time, help="window end (default: now)")
     monitor.add_argument("--fail-on-decay", action="store_true", help="exit 3 when the window shows decay")
+    monitor.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="as the schedule does: every window from the last checked one up to --end less the allowed lateness",
+    )
+    monitor.add_argument("--window-minutes", type=int, default=5, help="--catch-up: each window's length")
+    monitor.add_argument(
+        "--lateness-seconds",
+        type=lambda text: int(text) if text.strip() else None,  # empty: the setting (as the DAG passes it)
+        help="--catch-up: allowed lateness (default MONITORING_ALLOWED_LATENESS_SECONDS)",
+    )
     monitor.set_defaults(func=_monitor)
 
     chal = sub.add_parser("challenge", help="challenger vs champion on fresh labelled data; promote if better")
@@ -432,8 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _json_output
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = JSON_FLAG in argv  # anywhere: `mlops-sandbox model list --json` as well as before the command
+    argv = ([JSON_FLAG] if wants_json else []) + [a for a in argv if a != JSON_FLAG]
     args = build_parser().parse_args(argv)
+    _json_output = args.json or not sys.stdout.isatty()
     try:
         return args.func(args)
     except (ValueError, LookupError) as err:

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # Decay rule: read only by mlops_sandbox.monitor.checks.DecayRule.from_settings.
     decay_max_drift_share: float = 0.5
     decay_max_mae_increase: float = 0.25
+    # Scheduled monitoring checks windows up to `now - lateness` only, so that predictions still on their way to
+    # MinIO (the 5 s flush, a short outage) and prompt actuals are in their window when it is checked; and it
+    # checks every window since the last one it checked (ticks missed while the stack was down or a run waited
+    # on retraining), up to this many windows: an older gap is reported in the status as not monitored.
+    monitoring_allowed_lateness_seconds: int = Field(default=90, ge=0)
+    monitoring_max_catch_up_windows: int = Field(default=288, ge=1)
     # Opt-in: on decay the monitoring DAG retrains and promotes a challenger that beats the champion.
     auto_retrain: bool = False
 
@@ -78,6 +84,9 @@ class Settings(BaseSettings):
     # A request body above this many bytes gets 413 before it is read or parsed.
     predictor_max_body_bytes: int = 8 * 2**20
     predictor_workers: int = 2  # the service's worker processes (uvicorn --workers); /health reports it
+    # DNS rebinding protection (mlops_sandbox.hostcheck): the only Host names the service answers (any port; IP
+    # addresses always), comma-separated; `.name` allows a name and every name under it.
+    predictor_allowed_hosts: str = "localhost,predictor"
     # Prediction capture (mlops_sandbox.serve.capture).
     capture_enabled: bool = True
     # A spool segment is shipped after this many records: large enough that a stream of big batches does not
@@ -89,9 +98,20 @@ class Settings(BaseSettings):
 
     # Evidently UI.
     evidently_url_override: str | None = Field(default=None, validation_alias="EVIDENTLY_URL")
+    # the Host names the UI answers (as predictor_allowed_hosts): `mlops-sandbox evidently-ui`
+    evidently_allowed_hosts: str = "localhost,evidently"
 
     # JupyterLab.
     jupyter_token: str = "mlops-sandbox"
+
+    # Timeouts and bounded retries of the calls to S3, so that a hung MinIO fails a step (which Airflow then
+    # retries) instead of hanging it: every boto3 client of the library (storage.s3_client) and DVC's remote.
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 30.0
+    s3_max_attempts: int = Field(default=3, ge=1)  # per request, the first one included
+    # Each `dvc push` / `dvc pull` (versioning.py) is killed after this many seconds, and tried this many times.
+    dvc_timeout_seconds: float = Field(default=300.0, gt=0)
+    dvc_attempts: int = Field(default=3, ge=1)
 
     @property
     def model_name(self) -> str:

@@ -14,23 +14,39 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_runs_the_loop_unattended(settings):
-    env = {
-        **os.environ,
+def _demo(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    ports = {
         "MINIO_API_PORT": str(settings.minio_api_port),
         "MLFLOW_PORT": str(settings.mlflow_port),
         "AIRFLOW_PORT": str(settings.airflow_port),
         "PREDICTOR_PORT": str(settings.predictor_port),
         "EVIDENTLY_PORT": str(settings.evidently_port),
     }
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--traffic-seconds", "30", "--batches", "8"],
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=os.environ | ports | env,
         cwd=ROOT,
         timeout=1500,
     )
+
+
+def test_demo_that_cannot_promote_says_in_one_line_that_it_needs_a_reset(settings):
+    """A used stack can refuse the demo's promotions (its production model, or stricter checks, judge them):
+    the demo then stops with one line naming the refusal and `make reset`, not a traceback. Here the checks
+    are made impossible to pass (R² >= 1.01), so the demo's v1 is refused whatever the stack holds."""
+    done = _demo(settings, "--traffic-seconds", "5", "--batches", "2", PROMOTION_MIN_R2="1.01")
+    assert done.returncode == 2, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("demo stopped: refused to move") and "metric:test_r2" in last and "make reset" in last
+    steps = [line.split("]", 1)[1].split()[0] for line in done.stdout.splitlines() if line.startswith("[")]
+    assert steps == ["1"]  # it stopped at the promotion of v1
+
+
+def test_demo_runs_the_loop_unattended(settings):
+    done = _demo(settings, "--traffic-seconds", "30", "--batches", "8")
     print(done.stdout[-4000:], done.stderr[-4000:])
     steps = [line.split("]", 1)[1].split()[0] for line in done.stdout.splitlines() if line.startswith("[")]
     assert steps == [str(n) for n in range(1, 9)], done.stdout
@@ -42,3 +58,4 @@ def test_demo_runs_the_loop_unattended(settings):
     assert result["decision"]["challenger_mae"] < result["decision"]["champion_mae"]
     assert result["recovered"]["decay"] is False and result["recovered"]["state"] == "success"
     assert done.returncode == 0 and result["ok"] is True
+    assert "Downloading artifacts" not in done.stdout + done.stderr  # no progress bars by the dozen

@@ -130,3 +130,77 @@ def test_a_refused_promotion_prints_every_check_with_its_figures(monkeypatch, ca
     err = capsys.readouterr().err
     assert "  ok   staged_first: holds 'staging'" in err
     assert "  FAIL online_comparison: worse than production online: RMSE 12 vs 10; 400 labelled, minimum 200" in err
+
+
+VERSIONS = [
+    {"version": "2", "aliases": ["production"], "model_type": "mlp", "test_mae": 512345.678, "test_r2": 0.8123},
+    {"version": "1", "aliases": [], "model_type": "linear", "test_mae": 601234.5, "test_r2": None},
+]
+
+
+def _on_a_terminal(monkeypatch, yes: bool) -> None:
+    monkeypatch.setattr("sys.stdout.isatty", lambda: yes)
+
+
+def test_a_person_at_a_terminal_reads_a_table_and_scripts_read_json_lines(monkeypatch, capsys):
+    monkeypatch.setattr("mlops_sandbox.registry.list_versions", lambda name=None: VERSIONS)
+    _on_a_terminal(monkeypatch, True)
+    assert cli.main(["model", "list"]) == 0
+    header, newest, oldest = capsys.readouterr().out.splitlines()
+    assert header.split() == ["version", "aliases", "model_type", "test_mae", "test_r2"]
+    assert newest.split() == ["2", "production", "mlp", "512,346", "0.8123"]
+    assert oldest.split() == ["1", "-", "linear", "601,234", "-"]
+    for argv in (["model", "list", "--json"], ["--json", "model", "list"]):
+        assert cli.main(argv) == 0
+        assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == VERSIONS
+    _on_a_terminal(monkeypatch, False)  # piped, or a pipeline step's container: JSON, as before
+    assert cli.main(["model", "list"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == VERSIONS
+
+
+def test_a_summary_for_a_person_aligns_fields_and_nests_objects(monkeypatch, capsys):
+    summary = {"window_start": "2026-01-01T00:00:00+00:00", "decay": False, "rows": 80, "mae": 6.2e5,
+               "reasons": [], "windows": [{"rows": 50, "decay": True}, {"rows": 30, "decay": False}]}  # fmt: skip
+    monkeypatch.setattr("mlops_sandbox.monitor.steps.run_window", lambda *a, **k: None)
+    monkeypatch.setattr("mlops_sandbox.monitor.steps.window_summary", lambda status: summary)
+    _on_a_terminal(monkeypatch, True)
+    assert cli.main(["monitor"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "window_start  2026-01-01T00:00:00+00:00",
+        "decay         no",
+        "rows          80",
+        "mae           620,000",
+        "reasons       -",
+        "windows:",
+        "  rows  decay",
+        "  50    yes",
+        "  30    no",
+    ]
+    assert cli.main(["monitor", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == summary
+
+
+def test_trigger_wait_shows_each_task_state_as_it_changes(monkeypatch, capsys):
+    states = iter([{"ingest": "running"}, {"ingest": "running"}, {"ingest": "success", "train": "queued"}])
+    last = {"ingest": "success", "train": "success"}
+
+    class Airflow:
+        def wait_for_dag(self, dag_id):
+            pass
+
+        def trigger(self, dag_id, conf):
+            return "manual__1"
+
+        def task_states(self, dag_id, run_id):
+            return next(states, last)
+
+        def wait(self, dag_id, run_id, timeout, progress=None):
+            for _ in range(4):
+                progress()
+            return "success"
+
+    monkeypatch.setattr("mlops_sandbox.airflow_api.AirflowAPI", Airflow)
+    _on_a_terminal(monkeypatch, True)
+    assert cli.main(["trigger", "training_pipeline", "--wait"]) == 0
+    shown = [line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert shown[:4] == [["ingest", "running"], ["ingest", "success"], ["train", "queued"], ["train", "success"]]
