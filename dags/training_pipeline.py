@@ -17,7 +17,8 @@ The new version has no alias: a person writes its model card and promotes it
 
 No step hangs: each has a timeout (`STEP_TIMEOUT_MINUTES`, `TRAIN_TIMEOUT_MINUTES` for train), and its S3, DVC
 and MLflow calls time out well within it. A failed step is retried with exponential backoff (a MinIO that was
-away for a minute costs a retry, not the run), except **register**: a retry could register the model twice.
+away for a minute costs a retry, not the run). Steps are idempotent per run: a retried `train` deletes the run
+its failed try left, and a retried `register` finds the version it registered before.
 """
 
 from __future__ import annotations

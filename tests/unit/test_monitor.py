@@ -528,3 +528,35 @@ def test_scheduled_runs_check_every_window_since_the_last_one_up_to_the_watermar
     gap = catch_up(settings, "house_prices", t0 + timedelta(hours=3), window_minutes=5, lateness_seconds=60)
     assert len(gap["windows"]) == 2 and gap["not_monitored"]["from"] == rest["window_end"]
     assert "MONITORING_MAX_CATCH_UP_WINDOWS=2" in gap["not_monitored"]["why"]
+
+
+def test_a_catch_up_that_failed_midway_reports_its_decay_next_time_and_a_rerun_checks_its_windows_again(
+    trained, stand, monkeypatch
+):
+    from mlops_sandbox.monitor import steps
+
+    t0 = stand.start
+    stand.put("predictions", t0, log_rows(generate_batch("house_prices", 12, t0, 26 * 60), t0 - timedelta(minutes=1)))
+    every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)  # any drift share >= 0
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 0, every_window_decays)
+    real_run_window, calls = steps.run_window, []
+
+    def fails_on_the_third(*args):
+        calls.append(args[2])
+        if len(calls) == 3:
+            raise OSError("MinIO went away")
+        return real_run_window(*args)
+
+    monkeypatch.setattr(steps, "run_window", fails_on_the_third)
+    with pytest.raises(OSError):
+        steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=20), 5, 0, every_window_decays)
+    monkeypatch.setattr(steps, "run_window", real_run_window)
+
+    later = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=25), 5, 0, every_window_decays)
+    starts = [w["window_start"] for w in later["windows"]]
+    assert starts[:2] == [c.isoformat() for c in calls[:2]]  # the failed run's two checked windows are in it
+    assert len(starts) == 5 and later["window_end"] == (t0 + timedelta(minutes=25)).isoformat()
+    assert later["decay"] and sum(w["decay"] for w in later["windows"]) == 5
+
+    again = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=25), 5, 0, every_window_decays)
+    assert [w["window_start"] for w in again["windows"]] == starts and again["decay"]  # a cleared run: the same

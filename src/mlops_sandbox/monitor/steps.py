@@ -357,13 +357,16 @@ def catch_up(
 ) -> dict:
     """A scheduled monitoring run: every window from where the last one stopped up to the watermark.
 
-    The watermark is `until` less the allowed lateness (MONITORING_ALLOWED_LATENESS_SECONDS): rows still being
-    uploaded, or prompt actuals, land before their window is checked. The windows are contiguous, each
-    `window_minutes` long (the last one ends at the watermark), from the checkpoint the previous run left, so
-    ticks that never ran (the stack was down, a run waited on retraining, the DAG was paused) are caught up:
-    every captured row falls in a checked window. A gap longer than MONITORING_MAX_CATCH_UP_WINDOWS windows is
-    not checked but reported (`not_monitored`). The checkpoint moves after each window, so a run that fails
-    resumes where it stopped.
+    The watermark is `until` (at most now) less the allowed lateness (MONITORING_ALLOWED_LATENESS_SECONDS):
+    rows still being uploaded, or prompt actuals, land before their window is checked. The windows are
+    contiguous, each `window_minutes` long (the last one ends at the watermark), from the checkpoint the
+    previous run left, so ticks that never ran (the stack was down, a run waited on retraining, the DAG was
+    paused) are caught up: every captured row falls in a checked window. A gap longer than
+    MONITORING_MAX_CATCH_UP_WINDOWS windows is not checked but reported (`not_monitored`).
+
+    The checkpoint moves after each window, so a run that fails resumes where it stopped, and the next run's
+    summary also covers the windows the failed one checked (its decay is not lost). A rerun of the same run
+    (the same `until`: a cleared Airflow run) checks that run's windows again.
 
     Returns:
         One summary (`window_summary`'s fields over all the windows: the first start, the last end, decay if
@@ -373,11 +376,20 @@ def catch_up(
     if window_minutes < 1:
         raise ValueError("window_minutes must be at least 1")
     lateness = settings.monitoring_allowed_lateness_seconds if lateness_seconds is None else lateness_seconds
+    if lateness < 0:
+        raise ValueError("the allowed lateness cannot be negative")
     length = timedelta(minutes=window_minutes)
+    until = min(until, datetime.now(UTC))  # a watermark in the future would skip rows not yet captured
     watermark = until - timedelta(seconds=lateness)
-    client, bucket = s3_client(settings), settings.monitoring_bucket
-    checkpoint = get_json(client, bucket, checkpoint_key(scenario), missing_ok=True)
+    client, bucket, key = s3_client(settings), settings.monitoring_bucket, checkpoint_key(scenario)
+    checkpoint = get_json(client, bucket, key, missing_ok=True) or {}
+    last_run = checkpoint.get("run") or {}
     start = datetime.fromisoformat(checkpoint["watermark"]) if checkpoint else watermark - length
+    carried: list[dict] = []  # windows an unfinished run checked: its summary never reached anyone
+    if last_run.get("until") == until.isoformat():
+        start = datetime.fromisoformat(last_run["from"])  # the same run again: its windows again
+    elif last_run and not last_run.get("done"):
+        carried = _checked_windows(client, bucket, scenario, datetime.fromisoformat(last_run["from"]), start)
     not_monitored = None
     oldest = watermark - length * settings.monitoring_max_catch_up_windows
     if start < oldest:
@@ -390,14 +402,24 @@ def catch_up(
         }
         log.warning("%s: not monitored: %s", scenario, not_monitored)
         start = oldest
-    windows = []
+    run = {"until": until.isoformat(), "from": carried[0]["window_start"] if carried else start.isoformat()}
+
+    def save(at: datetime, done: bool = False) -> None:
+        put_json(
+            client,
+            bucket,
+            key,
+            {"watermark": at.isoformat(), "window_minutes": window_minutes, "run": run | {"done": done}},
+        )
+
+    save(start)
+    windows = list(carried)
     while start < watermark:
         end = min(start + length, watermark)
         windows.append(window_summary(run_window(settings, scenario, start, end, rule)))
-        put_json(
-            client, bucket, checkpoint_key(scenario), {"watermark": end.isoformat(), "window_minutes": window_minutes}
-        )
+        save(end)
         start = end
+    save(start, done=True)  # the watermark, or a checkpoint already past it (an earlier run with less lateness)
     several = len(windows) > 1
     return {
         "window_start": windows[0]["window_start"] if windows else None,
@@ -413,6 +435,18 @@ def catch_up(
         "windows": windows,
         "not_monitored": not_monitored,
     }
+
+
+def _checked_windows(client, bucket: str, scenario: str, start: datetime, end: datetime) -> list[dict]:
+    """The summaries of the checked windows from `start` to `end`, each starting where the one before ended."""
+    windows = []
+    while start < end:
+        status = previous_status(client, bucket, scenario, start)
+        if not status:
+            break
+        windows.append(window_summary(status))
+        start = datetime.fromisoformat(status["window_end"])
+    return windows
 
 
 def project_snapshots(settings: Settings, scenario: str) -> list[dict]:
