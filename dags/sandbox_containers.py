@@ -124,7 +124,8 @@ def _docker_container(task_id: str, command: list[str], **kwargs) -> BaseOperato
         network_mode=os.environ.get("STACK_NETWORK", DEFAULT_NETWORK),
         environment=_env(PUBLIC_ENV_KEYS),
         private_environment=_env(SECRET_ENV_KEYS),
-        auto_remove="success",
+        # removed however it ends: its output is already in the task's log, and failed containers would pile up
+        auto_remove="force",
         mount_tmp_dir=False,
         **kwargs,
     )

@@ -62,7 +62,7 @@ def test_stack_selfcheck_runs_check_in_project_container(dagbag, monkeypatch):
     assert task.task_type == "DockerOperator"
     assert task.command == ["mlops-sandbox", "check-stack"]
     assert task.image.startswith("mlops-sandbox/project:")
-    assert task.auto_remove == "success"
+    assert task.auto_remove == "force"  # failed step containers are removed too
     # secrets never go in the rendered (templated) environment
     assert "S3_SECRET_ACCESS_KEY" not in task.environment
 
