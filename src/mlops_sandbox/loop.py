@@ -134,8 +134,11 @@ def wait_until_captured(
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=log_prefix(scenario)):
             for obj in page.get("Contents", []):
                 for line in client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().splitlines():
-                    record = json.loads(line)
-                    (shadows if record.get("shadow") else seen).add(record["request_id"])
+                    try:
+                        record = json.loads(line)
+                        (shadows if record.get("shadow") else seen).add(record["request_id"])
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        continue  # a corrupt file (monitoring quarantines it): not a line of these requests
         missing = request_ids - (seen & shadows if shadowed else seen)
         if not missing or time.monotonic() > deadline:
             return missing

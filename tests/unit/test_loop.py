@@ -1,6 +1,8 @@
 """`loop.wait_until_serving`: done only once every worker of the prediction service has answered with the
 version (a request reaches whichever worker accepts it)."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from mlops_sandbox import loop
@@ -54,3 +56,19 @@ def test_a_replaced_worker_is_forgotten(health):
     fake = health([(11, "2"), (12, "1"), (13, "2"), (11, "2")])
     loop.wait_until_serving(Settings(), "2", reload=False)
     assert fake.calls == 4
+
+
+def test_wait_until_captured_reads_past_a_corrupt_log_file(monkeypatch):
+    from s3_stand_in import FakeS3
+
+    from mlops_sandbox.contracts import log_key
+
+    when = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    objects = {
+        log_key("house_prices", "predictions", when, "bad"): b"{not json\n[1, 2]\n",
+        log_key("house_prices", "predictions", when, "good"): b'{"request_id": "a", "row": 0}\n',
+    }
+    monkeypatch.setattr("mlops_sandbox.storage.s3_client", lambda settings=None: FakeS3(objects))
+    settings = Settings(_env_file=None)
+    assert loop.wait_until_captured(settings, "house_prices", {"a"}, timeout=0) == set()
+    assert loop.wait_until_captured(settings, "house_prices", {"a", "b"}, timeout=0) == {"b"}
