@@ -21,6 +21,7 @@ from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.contracts import STAGING, experiments_prefix
 from mlops_sandbox.ingest import list_batches
 from mlops_sandbox.simulate import land_batches, parse_drift
+from mlops_sandbox.simulate.generator import parse_time
 from mlops_sandbox.storage import get_json, list_keys, s3_client
 from mlops_sandbox.traffic import run_traffic
 
@@ -33,6 +34,15 @@ ACTUALS_DELAY = 2  # seconds until an outcome is known
 HEALTHY_WINDOW_MINUTES = 15  # exercise 6 monitors the normal traffic of exercise 5, whenever that was
 DRIFT_WINDOW_MINUTES = 1  # ... and then only the drifted burst it has just sent
 CONCEPT_DRIFT = "concept,2026-01-01T00:00Z,1.0"  # on for every batch and request after that date
+# The simulated clock of every batch (and of exercise 8's traffic) is fixed, so every attendee, and
+# `make skip-to`, trains on the same houses and compares versions on the same customers: the verdicts the doc
+# shows are the ones a room sees. (On the wall clock each hour's houses differ, and the A/B verdict of exercise
+# 8 is a draw: now and then a room would see its better candidate judged worse, and refused.)
+SEED_START = "2026-10-01T00:00Z"  # exercise 2: the 12 seed batches, hourly
+NEW_MARKET_START = "2026-10-01T12:00Z"  # exercise 7: 12 batches of the new market, right after them
+CANDIDATE_START = "2026-10-02T00:00Z"  # exercise 8's start: 24 more
+SHADOW_START = "2026-10-03T00:00Z"  # exercise 8, step 2: the shadow traffic
+AB_START = "2026-10-03T14:00Z"  # exercise 8, the notebook: A/B round N starts N-1 simulated hours later
 ACTOR = "workshop"
 MODEL_CARD = (
     "House-price MLP trained by the workshop pipeline on the first 12 simulated batches. "
@@ -51,6 +61,13 @@ AB_SHARE = 0.2  # the candidate's share of callers in exercise 8's A/B experimen
 AB_RATE = 25  # requests per second: at a 20 % share, 2 rounds of 30 s give ~300 labelled candidate rows
 AB_SECONDS = 30
 AB_ROUNDS = 2
+
+
+def ab_round_start(round_: int) -> datetime:
+    """The simulated clock of A/B round `round_` (1, 2, ...) in exercise 8's notebook."""
+    if round_ < 1:
+        raise ValueError("rounds count from 1")
+    return parse_time(AB_START) + timedelta(hours=round_ - 1)
 
 
 @dataclass(frozen=True)
@@ -122,7 +139,10 @@ def send_traffic(settings: Settings, scenario: str, seed: int, drifted: bool):
 
 
 def _land_seed_data(settings: Settings, scenario: str, _: AirflowAPI, state: dict) -> None:
-    keys = land_batches(s3_client(settings), settings.raw_data_bucket, scenario, SEED_BATCHES, ROWS_PER_BATCH)
+    start = parse_time(SEED_START)
+    keys = land_batches(
+        s3_client(settings), settings.raw_data_bucket, scenario, SEED_BATCHES, ROWS_PER_BATCH, start=start
+    )
     state["raw_batches"] = len(keys)
 
 
@@ -152,11 +172,11 @@ def _drift_and_decay(settings: Settings, scenario: str, airflow: AirflowAPI, sta
 def _retrain_and_challenge(settings: Settings, scenario: str, airflow: AirflowAPI, state: dict) -> None:
     """Exercise 7's steps 1 to 3: the new market's batches, a version trained on them, and its challenge."""
     from mlops_sandbox.retrain import challenge, last_alert
-    from mlops_sandbox.simulate.generator import parse_time
 
     s3 = s3_client(settings)
     drift = [parse_drift(CONCEPT_DRIFT)]
-    land_batches(s3, settings.raw_data_bucket, scenario, SEED_BATCHES, ROWS_PER_BATCH, start="next", drifts=drift)
+    start = parse_time(NEW_MARKET_START)
+    land_batches(s3, settings.raw_data_bucket, scenario, SEED_BATCHES, ROWS_PER_BATCH, start=start, drifts=drift)
     version = loop.run_training(airflow, scenario, "mlp", SEED_BATCHES)
     since = parse_time(last_alert(settings, scenario)["window_start"])
     decision = challenge(settings, scenario, since, challenger=version, actor=ACTOR)
@@ -170,8 +190,9 @@ def _stage_candidate(settings: Settings, scenario: str, airflow: AirflowAPI, sta
     """Exercise 8's start: 24 more batches of the new market, a version trained on all 36, staged."""
     s3 = s3_client(settings)
     drift = [parse_drift(CONCEPT_DRIFT)]
+    start = parse_time(CANDIDATE_START)
     land_batches(
-        s3, settings.raw_data_bucket, scenario, CANDIDATE_MORE_BATCHES, ROWS_PER_BATCH, start="next", drifts=drift
+        s3, settings.raw_data_bucket, scenario, CANDIDATE_MORE_BATCHES, ROWS_PER_BATCH, start=start, drifts=drift
     )
     version = loop.run_training(airflow, scenario, "mlp", CANDIDATE_LAST_BATCHES)
     registry.set_model_card(version, CANDIDATE_CARD, ACTOR, settings=settings)

@@ -14,8 +14,10 @@ import pytest
 import requests
 
 from mlops_sandbox import loop, registry, workshop
+from mlops_sandbox.contracts import raw_batch_time
 from mlops_sandbox.ingest import list_batches
 from mlops_sandbox.retrain import last_alert
+from mlops_sandbox.simulate.generator import parse_time
 from mlops_sandbox.storage import get_json, s3_client
 from mlops_sandbox.tracking import use_tracking_server
 
@@ -106,10 +108,12 @@ def test_exercise_1_tour(skip_to, cli, settings):
 
 def test_exercise_2_land_and_explore(skip_to, cli, notebook, settings):
     skip_to(2)
-    run = _last_json(cli("trigger", "simulate_batch", "--conf", '{"batches": 12, "rows": 400}', "--wait"))
+    conf = json.dumps({"batches": 12, "rows": 400, "start": workshop.SEED_START})
+    run = _last_json(cli("trigger", "simulate_batch", "--conf", conf, "--wait"))
     assert run["state"] == "success"
     keys = list_batches(s3_client(settings), settings.raw_data_bucket, SCENARIO)
     assert len(keys) == workshop.SEED_BATCHES
+    assert raw_batch_time(keys[0]) == parse_time(workshop.SEED_START)  # the doc's clock: the same houses in every room
     shown = notebook("01-explore-data")
     assert "12 batches" in shown and "4800 valid rows, 0 quarantined" in shown
     assert "quarantined rows" in shown and "missing_value" in shown  # the quality drift's quarantine
@@ -180,8 +184,9 @@ def test_exercise_6_monitoring_and_drift(skip_to, cli, notebook, settings):
 def test_exercise_7_retrain_and_recover(skip_to, cli, settings):
     skip_to(7)
     assert last_alert(settings, SCENARIO)["decay"] is True
+    start = workshop.NEW_MARKET_START  # right after the seed batches
     landed = _last_json(
-        cli("simulate", "--start", "next", "--batches", "12", "--rows", "400", "--drift", workshop.CONCEPT_DRIFT)
+        cli("simulate", "--start", start, "--batches", "12", "--rows", "400", "--drift", workshop.CONCEPT_DRIFT)
     )
     assert len(landed["batches"]) == 12
     run = _last_json(cli("trigger", "training_pipeline", "--conf", '{"last_batches": 12}', "--wait"))
@@ -214,7 +219,8 @@ def test_exercise_8_compare_on_live_traffic_and_promote(skip_to, cli, notebook, 
     assert [(m["version"], m["role"]) for m in served] == [("2", "production"), ("3", "candidate (shadow)")]
     # 2. traffic, with each real price published 2 s after its answer
     drift = workshop.CONCEPT_DRIFT
-    report = _last_json(cli("traffic", "--duration", "30", "--actuals-delay", "2", "--seed", "4", "--drift", drift))
+    traffic = ["--duration", "30", "--actuals-delay", "2", "--seed", "4", "--start", workshop.SHADOW_START]
+    report = _last_json(cli("traffic", *traffic, "--drift", drift))
     assert report["answered"] >= 250 and report["failed"] == 0 and report["actuals_published"] == report["answered"]
     assert report["variants"] == {"production": report["answered"]}  # in shadow, callers only see production
     # 3. the monitoring DAG compares the candidate with production on the labelled pairs
