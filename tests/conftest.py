@@ -147,3 +147,24 @@ def scenario_predictor(compose, settings):
             subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def plain_mlflow(settings):
+    """Run a script as a user's own Python on the host would: a fresh interpreter whose environment holds only
+    MLFLOW_TRACKING_URI (no setting of this library, none of the stack's), importing only MLflow. Returns the
+    JSON the script prints last; a script that does not finish within `timeout` seconds fails the test."""
+    import json
+    import sys
+
+    def run(script: str, timeout: float = 60):
+        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+        env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+        )
+        assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return run
+

@@ -19,9 +19,10 @@ HTTP_DEFAULTS = {
 def use_tracking_server(settings: Settings | None = None):
     """Point MLflow at the stack's tracking server and return an `MlflowClient` for it.
 
-    Artifacts always travel through the server (`--serve-artifacts`). MLflow 3.17 would otherwise fetch
-    large downloads from presigned S3 URLs, which name the S3 host as the *server* sees it (`minio:9000`)
-    and so fail from the host. Set MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD yourself to override.
+    Artifacts always travel through the server (`--serve-artifacts`). The stack's server never advertises
+    presigned downloads (`mlops_sandbox.mlflow_server`), and this client does not ask for them either, so it
+    also works against a plain `mlflow server` whose presigned S3 URLs would name a host only the server
+    resolves (`minio:9000`). Set MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD yourself to override.
 
     Every request has a bounded timeout and retries with exponential backoff (`HTTP_DEFAULTS`, unless the
     environment sets them).

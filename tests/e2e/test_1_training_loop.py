@@ -27,6 +27,15 @@ START = "2031-03-01T00:00:00Z"  # a simulated clock no other test uses
 SCHEMA = get_schema(SCENARIO)
 
 
+MODEL_FILES = """
+import json, os
+import mlflow
+
+folder = mlflow.artifacts.download_artifacts("models:/NAME@production")
+print(json.dumps(sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)))
+"""
+
+
 def _train(airflow, model_type: str) -> str:
     run_id = airflow.trigger(
         "training_pipeline", {"scenario": SCENARIO, "model_type": model_type, "last_batches": 6, "epochs": 60}
@@ -101,7 +110,7 @@ def test_rerunning_train_and_register_of_a_pipeline_run_adds_no_run_and_no_versi
     assert [r.info.run_id for r in runs] == [mv.run_id]
 
 
-def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained):
+def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained, plain_mlflow):
     linear, mlp = trained["linear"], trained["mlp"]
     card = "House-price model trained by the e2e test on simulated batches; not for real decisions."
 
@@ -128,6 +137,10 @@ def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained
     assert tags["previous_production_version"] == linear
     served = _serving(settings, mlp)
     assert served["alias"] == "production" and served["lineage"]["raw_batch_keys"].split(",") == trained["keys"]
+
+    # a plain MLflow client on the host (only MLFLOW_TRACKING_URI set) fetches the production model by alias
+    files = plain_mlflow(MODEL_FILES.replace("NAME", settings.model_name), timeout=60)
+    assert "MLmodel" in files and any(f.startswith("artifacts/") for f in files), files
 
     # the predictor answers like the registered pyfunc model, for the same rows
     import mlflow

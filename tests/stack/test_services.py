@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +39,27 @@ def test_minio_init_created_every_bucket_and_is_idempotent(settings, compose):
     assert json.loads(rerun.stdout) == {bucket: "exists" for bucket in settings.buckets.values()}
 
 
+def _readme_block(marker: str) -> str:
+    """The code block that follows `<!-- readme: MARKER -->` in README.md."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = text.split(f"<!-- readme: {marker} -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_boto3_lines_list_the_raw_data_bucket_from_the_host(settings):
+    key = f"readme-test/{uuid.uuid4().hex}.csv"
+    s3 = s3_client(settings)
+    s3.put_object(Bucket=settings.raw_data_bucket, Key=key, Body=b"a,b\n1,2\n")
+    try:
+        script = _readme_block("boto3").replace("http://localhost:9000", settings.s3_endpoint_url)
+        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}  # no AWS_* of this shell
+        done = subprocess.run([sys.executable, "-I", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert key in ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    finally:
+        s3.delete_object(Bucket=settings.raw_data_bucket, Key=key)
+
+
 def test_unknown_s3_access_key_is_refused(settings):
     from botocore.exceptions import ClientError
 
@@ -65,6 +90,38 @@ def test_mlflow_run_metric_and_artifact_read_back_and_artifact_lands_in_minio(se
     objects = s3_client(settings).list_objects_v2(Bucket=settings.mlflow_artifacts_bucket)
     keys = [o["Key"] for o in objects.get("Contents", [])]
     assert any(k.endswith(f"{run.info.run_id}/artifacts/notes.txt") for k in keys), keys
+
+
+PLAIN_CLIENT_RUN = """
+import json, os, tempfile
+import mlflow
+
+mlflow.set_experiment("plain-client-" + os.urandom(4).hex())
+with tempfile.TemporaryDirectory() as tmp:
+    weights = os.path.join(tmp, "weights.bin")
+    with open(weights, "wb") as f:
+        f.write(os.urandom(3 * 1024 * 1024))
+    with mlflow.start_run() as run:
+        mlflow.log_metric("rmse", 1.5)
+        mlflow.log_artifact(weights)
+    back = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="weights.bin", dst_path=os.path.join(tmp, "back")
+    )
+    same = open(back, "rb").read() == open(weights, "rb").read()
+rmse = mlflow.get_run(run.info.run_id).data.metrics["rmse"]
+print(json.dumps({"run_id": run.info.run_id, "same": same, "rmse": rmse}))
+"""
+
+
+def test_a_plain_mlflow_client_on_the_host_logs_and_downloads_through_the_server(settings, plain_mlflow):
+    """Only MLFLOW_TRACKING_URI set: the server never sends the client to presigned URLs naming minio:9000
+    (which the host cannot resolve, so MLflow's client retried them for ever)."""
+    info = requests.get(f"{settings.mlflow_tracking_uri}/api/3.0/mlflow/server-info", timeout=10).json()
+    assert info["multipart_downloads_enabled"] is False
+    done = plain_mlflow(PLAIN_CLIENT_RUN, timeout=60)
+    assert done["same"] is True and done["rmse"] == 1.5
+    artifacts = use_tracking_server(settings).list_artifacts(done["run_id"])
+    assert [(a.path, a.file_size) for a in artifacts] == [("weights.bin", 3 * 1024 * 1024)]
 
 
 # --- Airflow ----------------------------------------------------------------------------------------
