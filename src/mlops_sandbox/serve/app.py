@@ -33,7 +33,7 @@ from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.experiment import Experiment, ShadowScorer
 from mlops_sandbox.serve.model import ProductionModel
 from mlops_sandbox.serve.reload import poll_registry
-from mlops_sandbox.serve.routes import docs, health, model, predict
+from mlops_sandbox.serve.routes import docs, health, invocations, model, predict
 from mlops_sandbox.serve.routes import metrics as metrics_route
 
 
@@ -222,6 +222,7 @@ def create_app(
     app.add_middleware(metrics.RequestMetrics)  # the outermost: it also counts the 413s and 400s of the two above
     app.mount(docs.ASSETS_PATH, docs.assets(), "docs-assets")
     app.include_router(predict.router)  # first: the route most requests are for is matched first
+    app.include_router(invocations.router)
     app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(model.router)
@@ -236,6 +237,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = document.setdefault("components", {}).setdefault("schemas", {})
         document["paths"]["/predict"]["post"]["requestBody"] = app.state.predictor.reader.openapi(components)
+        document["paths"]["/invocations"]["post"]["requestBody"] = invocations.openapi(
+            app.state.predictor.reader.record.model_json_schema()["examples"][0]
+        )
         app.openapi_schema = document
     return app.openapi_schema
 

@@ -91,6 +91,10 @@ class BodyReader:
             raise HTTPException(status_code=400, detail=f"the body is not valid JSON: {err}") from None
         except RecursionError:  # thousands of nested arrays or objects: no record is anything like that
             raise HTTPException(status_code=400, detail="the body is JSON nested too deeply to be records") from None
+        return self.validate(data)
+
+    def validate(self, data: Any) -> Rows:
+        """The rows of a decoded body (one record, or a list of them), or RequestValidationError as `read`."""
         try:
             valid = self._full.validate_python(data)
         except ValidationError as err:

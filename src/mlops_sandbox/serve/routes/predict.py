@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from mlops_sandbox.contracts import MODE_OFF, MODE_SHADOW, PRODUCTION, PRODUCTION_VARIANT, prediction_log_lines
 from mlops_sandbox.serve import metrics
+from mlops_sandbox.serve.body import Rows
 from mlops_sandbox.serve.capture import CaptureUnavailable
 from mlops_sandbox.serve.deps import PredictorDep
 from mlops_sandbox.serve.experiment import ShadowJob
@@ -64,17 +65,32 @@ async def predict(
     and `variant` say which model answered. In shadow mode production answers, and the candidate's predictions
     are captured after the answer.
     """
-    production, capture, experiment = predictor.production, predictor.capture, predictor.experiment
-    current = production.current
+    served(predictor)  # 503 before the body is read when nothing is served
+    started = time.perf_counter()
+    rows = predictor.reader.read(await request.body())
+    answer = predict_rows(predictor, rows, started, x_request_id, x_client_id)
+    return Response(_encode(answer), media_type="application/json", headers={"X-Request-ID": answer["request_id"]})
+
+
+def served(predictor):
+    """The production model being served, or 503 saying why there is none."""
+    current = predictor.production.current
     if current is None:
         model_name = predictor.settings.model_name
-        why = production.last_error or f"no version of '{model_name}' has the '{PRODUCTION}' alias yet"
+        why = predictor.production.last_error or f"no version of '{model_name}' has the '{PRODUCTION}' alias yet"
         raise HTTPException(
             status_code=503,
             detail=f"No production model is served: {why}. Train one (Airflow DAG training_pipeline) and promote it.",
         )
-    started = time.perf_counter()
-    rows = predictor.reader.read(await request.body())
+    return current
+
+
+def predict_rows(predictor, rows: Rows, started: float, x_request_id: str | None, x_client_id: str | None) -> dict:
+    """Predict validated rows with the model that answers this caller, capture them, and return the answer
+    (`/predict`'s; `/invocations` answers with its `predictions`). 503 when nothing is served or the rows
+    cannot be captured: then nothing was predicted for the caller."""
+    current = served(predictor)
+    capture, experiment = predictor.capture, predictor.experiment
     request_id = str(uuid.uuid4())
     variant, answering = experiment.variant_for(x_client_id or x_request_id or request_id)
     predictions = None
@@ -109,7 +125,7 @@ async def predict(
         metrics.VARIANT_ROWS.labels(variant).inc(len(rows))
         if experiment.mode == MODE_SHADOW and predictor.shadow is not None:
             predictor.shadow.submit(ShadowJob(request_id, rows.records, rows.columns, current.version, predictions))
-    answer = {
+    return {
         "request_id": request_id,
         **({} if x_request_id is None else {"client_request_id": x_request_id}),
         "model_name": answering.name,
@@ -117,4 +133,3 @@ async def predict(
         "variant": variant,
         "predictions": predictions,
     }
-    return Response(_encode(answer), media_type="application/json", headers={"X-Request-ID": request_id})

@@ -1,0 +1,202 @@
+"""`POST /invocations`: MLflow's scoring protocol, so a client written for `mlflow models serve` works unchanged.
+
+The body is what MLflow's scoring server takes: JSON holding exactly one of `dataframe_split`,
+`dataframe_records`, `instances` or `inputs` (`application/json`), CSV with a header (`text/csv`), or Parquet
+(`application/vnd.apache.parquet`). MLflow's own parsers read it, so a body MLflow's server refuses is refused
+here with the same status and the same error JSON (`{"error_code": ..., "message": ...}`): 400 for a body it
+cannot read, 415 for another content type or charset. The rows are then checked against the scenario's schema
+like a `/predict` batch, answered by the same model (the production version, or the A/B candidate for its
+callers), and captured before the answer in the same way. The answer is MLflow's, `{"predictions": [...]}`;
+the service's request id (the key that actuals name), the version and the variant that answered are in the
+`X-Request-ID`, `X-Model-Version` and `X-Variant` headers.
+
+Where it differs from `mlflow models serve`, on purpose: a row outside the schema's bounds or categories is
+refused with 400 naming the field (MLflow's server checks column types only, and would predict), a batch over
+`PREDICTOR_MAX_BATCH` gets 413, and with no production model, or when the rows cannot be captured, the answer is
+503 (`TEMPORARILY_UNAVAILABLE`): nothing was predicted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+
+from mlops_sandbox.serve.deps import PredictorDep
+from mlops_sandbox.serve.routes.predict import predict_rows, served
+
+router = APIRouter()
+
+JSON, CSV, PARQUET = "application/json", "text/csv", "application/vnd.apache.parquet"
+MEDIA_TYPES = (JSON, CSV, PARQUET)
+MAX_PROBLEMS = 10  # bad fields named in a 400
+
+
+class Refused(Exception):
+    """An answer other than 200, in MLflow's shape."""
+
+    def __init__(self, status: int, message: str, error_code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status, self.message, self.error_code = status, message, error_code
+
+    def response(self) -> Response:
+        if self.status == 415:  # MLflow's server answers a content type it does not take in plain text
+            return Response(self.message, status_code=415, media_type="text/plain")
+        body = json.dumps({"error_code": self.error_code, "message": self.message})
+        return Response(body, status_code=self.status, media_type="application/json")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "MLflow's BAD_REQUEST: the body is not one of MLflow's input formats, or a row does not "
+        "fit the scenario's schema (each bad field named)"
+    },
+    413: {"description": "The body is larger than PREDICTOR_MAX_BODY_BYTES, or the batch than PREDICTOR_MAX_BATCH"},
+    415: {"description": "Not application/json, text/csv or application/vnd.apache.parquet, or not UTF-8"},
+    422: {"description": "An X-Request-ID or X-Client-ID header over 128 characters"},
+    503: {"description": "No production model is served, or the rows cannot be captured: nothing was predicted"},
+}
+_encode = msgspec.json.Encoder().encode
+
+
+def media_type(content_type: str | None) -> str:
+    """The body's media type, checked as MLflow's scoring server checks it (UTF-8 only, no other parameter)."""
+    parts = [part.strip() for part in (content_type or "").split(";")]
+    parameters = {key.strip().lower(): value.strip() for key, _, value in (p.partition("=") for p in parts[1:] if p)}
+    if parameters.get("charset", "utf-8").lower() != "utf-8":
+        raise Refused(415, "The scoring server only supports UTF-8")
+    if unexpected := set(parameters) - {"charset"}:
+        raise Refused(415, f"Unrecognized content type parameters: {', '.join(sorted(unexpected))}.")
+    if parts[0].lower() not in MEDIA_TYPES:
+        raise Refused(
+            415,
+            f"This predictor only supports the following content types: Types: {list(MEDIA_TYPES)}. "
+            f"Got '{content_type or ''}'.",
+        )
+    return parts[0].lower()
+
+
+def records(body: bytes, kind: str) -> list[dict[str, Any]]:
+    """The rows of an MLflow scoring body as plain records, read by MLflow's own parsers."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        if kind == CSV:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise Refused(400, f"Ensure that input is a valid UTF-8 encoded string. Error: '{err!r}'") from None
+            data = scoring_server.parse_csv_input(io.StringIO(text))
+        elif kind == PARQUET:
+            data = scoring_server.parse_parquet_input(io.BytesIO(body))
+        else:
+            fields, _ = scoring_server._split_data_and_params(body)  # MLflow's reading of the JSON envelope
+            data = scoring_server.infer_and_parse_data(fields)
+    except MlflowException as err:
+        raise Refused(err.get_http_status_code(), err.message, _error_code(err)) from None
+    except RecursionError:
+        raise Refused(400, "the body is JSON nested too deeply to be records") from None
+    except (ValueError, TypeError) as err:  # pandas refusing what MLflow's envelope let through
+        raise Refused(400, f"the input is not a table of records: {err}") from None
+    try:
+        if isinstance(data, dict):  # `instances` / `inputs` as columns (or one record): name -> array
+            data = pd.DataFrame({name: np.atleast_1d(np.asarray(values)).tolist() for name, values in data.items()})
+        elif isinstance(data, list) and all(isinstance(row, dict) for row in data):  # `inputs` as records
+            data = pd.DataFrame([{name: np.asarray(value).tolist() for name, value in row.items()} for row in data])
+    except (ValueError, TypeError) as err:
+        raise Refused(400, f"the input is not a table of records: {err}") from None
+    if not isinstance(data, pd.DataFrame):
+        raise Refused(400, "the input must name its columns (dataframe_split, dataframe_records, or records)")
+    return json.loads(data.to_json(orient="records"))  # plain Python values; NaN as None
+
+
+def _error_code(err) -> str:
+    code = getattr(err, "error_code", "BAD_REQUEST")
+    return code if isinstance(code, str) else "BAD_REQUEST"
+
+
+def _problems(err: RequestValidationError) -> Refused:
+    errors = err.errors()
+    if any(e["type"] == "too_long" and tuple(e["loc"]) == ("body", "batch") for e in errors):
+        limit = next(e for e in errors if e["type"] == "too_long").get("ctx", {}).get("max_length")
+        return Refused(413, f"a batch holds at most {limit} records")
+    named = []
+    for e in errors[:MAX_PROBLEMS]:
+        where = [str(part) for part in e["loc"][1:] if part != "batch"]
+        named.append(f"{'.'.join(where) or 'input'}: {e['msg']}")
+    more = f" (and {len(errors) - MAX_PROBLEMS} more)" if len(errors) > MAX_PROBLEMS else ""
+    return Refused(400, "Failed to enforce schema of data: " + "; ".join(named) + more)
+
+
+@router.post("/invocations", name="invocations", responses=ERRORS)
+async def invocations(
+    request: Request,
+    predictor: PredictorDep,
+    x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+    x_client_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> Response:
+    """Predict in MLflow's scoring protocol (`mlflow models serve`): `{"dataframe_split": ...}`,
+    `{"dataframe_records": [...]}`, `{"instances": ...}` or `{"inputs": ...}` as JSON, or a CSV with a header.
+    Answers `{"predictions": [...]}`, one per row in order; captured like `/predict`."""
+    try:
+        served(predictor)
+        kind = media_type(request.headers.get("content-type"))
+        started = time.perf_counter()
+        rows = records(await request.body(), kind)
+        try:
+            valid = predictor.reader.validate(rows)
+        except RequestValidationError as err:
+            raise _problems(err) from None
+        answer = predict_rows(predictor, valid, started, x_request_id, x_client_id)
+    except Refused as refused:
+        return refused.response()
+    except HTTPException as err:  # 503: nothing served, or the rows cannot be captured
+        return Refused(err.status_code, str(err.detail), "TEMPORARILY_UNAVAILABLE").response()
+    headers = {
+        "X-Request-ID": answer["request_id"],
+        "X-Model-Version": answer["model_version"],
+        "X-Variant": answer["variant"],
+    }
+    return Response(_encode({"predictions": answer["predictions"]}), media_type="application/json", headers=headers)
+
+
+def openapi(example: dict[str, Any]) -> dict[str, Any]:
+    """The request body of `/invocations` for the OpenAPI document: MLflow's formats, each with an example."""
+    columns = list(example)
+    return {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "description": "Exactly one of MLflow's input fields",
+                    "properties": {
+                        "dataframe_split": {"type": "object"},
+                        "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                        "instances": {},
+                        "inputs": {},
+                    },
+                },
+                "examples": {
+                    "dataframe_split": {
+                        "value": {"dataframe_split": {"columns": columns, "data": [list(example.values())]}}
+                    },
+                    "dataframe_records": {"value": {"dataframe_records": [example, example]}},
+                    "instances": {"value": {"instances": [example]}},
+                    "inputs": {"value": {"inputs": {name: [value] for name, value in example.items()}}},
+                },
+            },
+            CSV: {
+                "schema": {"type": "string"},
+                "example": ",".join(columns) + "\n" + ",".join(map(str, example.values())),
+            },
+        },
+    }
