@@ -83,7 +83,7 @@ k8s-render: $(VENV)/.installed ## OVERLAY=local|production: print what `kubectl 
 	$(VENV)/bin/kubectl kustomize deploy/overlays/$(or $(OVERLAY),local)
 
 test-stack: $(VENV)/.installed ## brings up a fresh stack (project mlops-sandbox-test), tests each service, the loop and the workshop, removes it
-	$(VENV)/bin/pytest tests/stack tests/e2e tests/workshop -m "stack or e2e or workshop"
+	$(VENV)/bin/pytest tests/stack tests/e2e tests/workshop -m "stack or e2e or workshop" --durations=30
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check src tests dags scripts

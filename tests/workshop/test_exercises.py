@@ -39,6 +39,22 @@ def skip_to(make):
 
 
 @pytest.fixture
+def start(skip_to, request):
+    """Bring the stack to the start of exercise N the way the room does: an attendee who just did exercise
+    N-1 goes on with the stack it left. So, when the test of exercise N-1 ran right before and passed, exercise
+    N continues on that stack; otherwise (a failure, a `-k` selection) `make skip-to STEP=N` prepares it.
+    Exercise 8's test always runs `make skip-to STEP=8`, which runs every step `workshop prepare` has."""
+
+    def run(step: int) -> str:
+        name, passed = getattr(request.session, "last_test", ("", False))
+        if step > 1 and passed and name.startswith(f"test_exercise_{step - 1}_"):
+            return f"continued from exercise {step - 1}"
+        return skip_to(step)
+
+    return run
+
+
+@pytest.fixture
 def cli(compose):
     """`docker compose run --rm cli ARGS`, as the doc has attendees type it; returns stdout."""
     return lambda *args: _ok(compose("run", "--rm", "cli", *args, check=False))
@@ -106,8 +122,8 @@ def test_exercise_1_tour(skip_to, cli, settings):
     assert list_batches(s3_client(settings), settings.raw_data_bucket, SCENARIO) == []
 
 
-def test_exercise_2_land_and_explore(skip_to, cli, notebook, settings):
-    skip_to(2)
+def test_exercise_2_land_and_explore(start, cli, notebook, settings):
+    start(2)
     conf = json.dumps({"batches": 12, "rows": 400, "start": workshop.SEED_START})
     run = _last_json(cli("trigger", "simulate_batch", "--conf", conf, "--wait"))
     assert run["state"] == "success"
@@ -119,8 +135,8 @@ def test_exercise_2_land_and_explore(skip_to, cli, notebook, settings):
     assert "quarantined rows" in shown and "missing_value" in shown  # the quality drift's quarantine
 
 
-def test_exercise_3_train_and_develop(skip_to, cli, notebook, settings):
-    skip_to(3)
+def test_exercise_3_train_and_develop(start, cli, notebook, settings):
+    start(3)
     assert len(list_batches(s3_client(settings), settings.raw_data_bucket, SCENARIO)) == workshop.SEED_BATCHES
     assert _versions(settings) == []
     run = _last_json(cli("trigger", "training_pipeline", "--conf", '{"last_batches": 12}', "--wait"))
@@ -139,8 +155,8 @@ def test_exercise_3_train_and_develop(skip_to, cli, notebook, settings):
     )
 
 
-def test_exercise_4_register_and_promote(skip_to, notebook, settings):
-    skip_to(4)
+def test_exercise_4_register_and_promote(start, notebook, settings):
+    start(4)
     assert [(v["version"], v["aliases"], v["has_model_card"]) for v in _versions(settings)] == [("1", [], False)]
     shown = notebook("03-register-and-promote")
     assert "refused to move house-prices version 1 to 'production'" in shown
@@ -154,8 +170,8 @@ def test_exercise_4_register_and_promote(skip_to, notebook, settings):
     assert requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"] == "1"
 
 
-def test_exercise_5_call_the_prediction_service(skip_to, cli, notebook, settings):
-    skip_to(5)
+def test_exercise_5_call_the_prediction_service(start, cli, notebook, settings):
+    start(5)
     assert requests.get(f"{settings.predictor_url}/health", timeout=10).json()["model_version"] == "1"
     shown = notebook("04-call-the-prediction-service")
     assert "(model version 1)" in shown and "\n422" in "\n" + shown
@@ -165,8 +181,8 @@ def test_exercise_5_call_the_prediction_service(skip_to, cli, notebook, settings
     assert report["actuals_published"] == report["answered"]
 
 
-def test_exercise_6_monitoring_and_drift(skip_to, cli, notebook, settings):
-    skip_to(6)
+def test_exercise_6_monitoring_and_drift(start, cli, notebook, settings):
+    start(6)
     run = _last_json(cli("trigger", "monitoring", "--conf", '{"window_minutes": 15}', "--wait"))
     assert run["state"] == "success" and run["tasks"]["flag_decay"] == "success"
     s3 = s3_client(settings)
@@ -181,8 +197,8 @@ def test_exercise_6_monitoring_and_drift(skip_to, cli, notebook, settings):
     assert last_alert(settings, SCENARIO)["window_start"] == decayed["window_start"]
 
 
-def test_exercise_7_retrain_and_recover(skip_to, cli, settings):
-    skip_to(7)
+def test_exercise_7_retrain_and_recover(start, cli, settings):
+    start(7)
     assert last_alert(settings, SCENARIO)["decay"] is True
     start = workshop.NEW_MARKET_START  # right after the seed batches
     landed = _last_json(
