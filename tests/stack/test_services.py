@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -43,7 +44,7 @@ def _readme_block(marker: str) -> str:
     """The code block that follows `<!-- readme: MARKER -->` in README.md."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     after = text.split(f"<!-- readme: {marker} -->", 1)[1]
-    return after.split("```python\n", 1)[1].split("```", 1)[0]
+    return textwrap.dedent(after.split("```python\n", 1)[1].split("```", 1)[0])  # as a list item, it is indented
 
 
 def test_the_readme_boto3_lines_list_the_raw_data_bucket_from_the_host(settings):
