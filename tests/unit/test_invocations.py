@@ -159,3 +159,60 @@ def test_a_batch_over_the_cap_is_413():
     with TestClient(create_app(settings, production, None, DeclaredExperiment())) as service:
         answer = service.post("/invocations", json={"dataframe_records": [RECORD] * 3})
     assert answer.status_code == 413 and "at most 2" in answer.json()["message"]
+
+
+def test_columns_that_are_not_features_are_dropped_as_mlflow_drops_them(mlflow_server):
+    body = {"dataframe_records": [{**RECORD, "id": "house-1", "price": 1.0}, {**OTHER, "id": "house-2", "price": 2.0}]}
+    capture = Captured()
+    with _service(capture=capture) as service:
+        ours = service.post("/invocations", json=body)
+    theirs = mlflow_server.post("/invocations", json=body)
+    assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
+    assert ours.json() == theirs.json()
+    assert "id" not in capture[0]["inputs"] and "price" not in capture[0]["inputs"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (json.dumps({"dataframe_split": {"columns": ["area", "area"], "data": [[1, 2]]}}), "application/json"),
+        (json.dumps({"inputs": 5}), "application/json"),
+        (json.dumps(7), "application/json"),
+        (json.dumps({"dataframe_split": {"columns": ["area"], "data": 3}}), "application/json"),
+        ("area,area\n1,2\n", "text/csv"),
+        ('area,"bedrooms\n1', "text/csv"),
+        (b"\xff\xfe", "text/csv"),
+    ],
+)
+def test_hostile_tables_get_400_never_500(body, content_type):
+    with _service() as service:
+        answer = service.post("/invocations", content=body, headers={"Content-Type": content_type})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error_code"] in {"BAD_REQUEST", "INVALID_PARAMETER_VALUE"}
+
+
+@pytest.mark.parametrize("kind", ["csv", "dataframe_split", "dataframe_records", "inputs (columns)"])
+def test_more_rows_than_the_cap_get_413_before_a_table_is_built(kind):
+    """A small body can hold many rows (a CSV of one short column, say): the cap is checked on the count."""
+    rows = 500_000
+    body, content_type = {
+        "csv": ("area\n" + "1\n" * rows, "text/csv"),
+        "dataframe_split": (
+            json.dumps({"dataframe_split": {"columns": ["area"], "data": [[1]] * rows}}),
+            "application/json",
+        ),
+        "dataframe_records": (json.dumps({"dataframe_records": [{}] * rows}), "application/json"),
+        "inputs (columns)": (json.dumps({"inputs": {"area": [1] * rows}}), "application/json"),
+    }[kind]
+    with _service() as service:
+        answer = service.post("/invocations", content=body, headers={"Content-Type": content_type})
+    assert answer.status_code == 413 and "at most 10000" in answer.json()["message"], answer.text[:500]
+
+
+def test_parquet_is_not_taken():
+    frame = pd.DataFrame([RECORD])
+    with _service() as service:
+        answer = service.post(
+            "/invocations", content=frame.to_parquet(), headers={"Content-Type": "application/vnd.apache.parquet"}
+        )
+    assert answer.status_code == 415 and "application/json" in answer.text

@@ -21,7 +21,8 @@ def test_mlflow_alone_would_send_clients_to_presigned_s3_urls(proxied_s3):
     """What the sandbox app changes: MLflow's own payload advertises presigned downloads for an S3 store."""
     from mlops_sandbox import mlflow_server
 
-    assert mlflow_server._mlflow_payload()["multipart_downloads_enabled"] is True
+    payload = mlflow_server._mlflow_payload()
+    assert payload["multipart_downloads_enabled"] is True and payload["multipart_uploads_enabled"] is True
 
 
 def test_server_info_tells_clients_to_download_through_the_server(proxied_s3):
@@ -34,5 +35,5 @@ def test_server_info_tells_clients_to_download_through_the_server(proxied_s3):
         answer = client.get(path, headers={"Host": "localhost"})
         assert answer.status_code == 200, answer.text
         info = answer.json()
-        assert info["multipart_downloads_enabled"] is False
-        assert info["multipart_uploads_enabled"] is True  # the rest is MLflow's own
+        assert info["multipart_downloads_enabled"] is False and info["multipart_uploads_enabled"] is False
+        assert info["store_type"] is None  # the rest is MLflow's own (no tracking store in this test)

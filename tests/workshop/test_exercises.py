@@ -200,9 +200,9 @@ def test_exercise_6_monitoring_and_drift(start, cli, notebook, settings):
 def test_exercise_7_retrain_and_recover(start, cli, settings):
     start(7)
     assert last_alert(settings, SCENARIO)["decay"] is True
-    start = workshop.NEW_MARKET_START  # right after the seed batches
+    clock = workshop.NEW_MARKET_START  # right after the seed batches
     landed = _last_json(
-        cli("simulate", "--start", start, "--batches", "12", "--rows", "400", "--drift", workshop.CONCEPT_DRIFT)
+        cli("simulate", "--start", clock, "--batches", "12", "--rows", "400", "--drift", workshop.CONCEPT_DRIFT)
     )
     assert len(landed["batches"]) == 12
     run = _last_json(cli("trigger", "training_pipeline", "--conf", '{"last_batches": 12}', "--wait"))

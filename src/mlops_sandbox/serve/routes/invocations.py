@@ -1,23 +1,26 @@
 """`POST /invocations`: MLflow's scoring protocol, so a client written for `mlflow models serve` works unchanged.
 
 The body is what MLflow's scoring server takes: JSON holding exactly one of `dataframe_split`,
-`dataframe_records`, `instances` or `inputs` (`application/json`), CSV with a header (`text/csv`), or Parquet
-(`application/vnd.apache.parquet`). MLflow's own parsers read it, so a body MLflow's server refuses is refused
-here with the same status and the same error JSON (`{"error_code": ..., "message": ...}`): 400 for a body it
-cannot read, 415 for another content type or charset. The rows are then checked against the scenario's schema
-like a `/predict` batch, answered by the same model (the production version, or the A/B candidate for its
-callers), and captured before the answer in the same way. The answer is MLflow's, `{"predictions": [...]}`;
+`dataframe_records`, `instances` or `inputs` (`application/json`), or CSV with a header (`text/csv`). MLflow's
+own parsers read the JSON, and CSV the way MLflow reads it, so a body MLflow's server refuses is refused here
+with the same status and the same error JSON (`{"error_code": ..., "message": ...}`): 400 for a body it cannot
+read, 415 for another content type or charset. Columns that are not features are dropped, as MLflow does.
+The rows are then checked against the scenario's schema like a `/predict` batch, answered by the same model
+(the production version, or the A/B candidate for its callers), and captured before the answer in the same
+way. The answer is MLflow's, `{"predictions": [...]}`;
 the service's request id (the key that actuals name), the version and the variant that answered are in the
 `X-Request-ID`, `X-Model-Version` and `X-Variant` headers.
 
 Where it differs from `mlflow models serve`, on purpose: a row outside the schema's bounds or categories is
 refused with 400 naming the field (MLflow's server checks column types only, and would predict), a batch over
-`PREDICTOR_MAX_BATCH` gets 413, and with no production model, or when the rows cannot be captured, the answer is
-503 (`TEMPORARILY_UNAVAILABLE`): nothing was predicted.
+`PREDICTOR_MAX_BATCH` gets 413 (counted before any table is built), Parquet gets 415 (a compressed body of a
+few KB can expand to gigabytes), and with no production model, or when the rows cannot be captured, the answer
+is 503 (`TEMPORARILY_UNAVAILABLE`): nothing was predicted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -32,8 +35,8 @@ from mlops_sandbox.serve.routes.predict import predict_rows, served
 
 router = APIRouter()
 
-JSON, CSV, PARQUET = "application/json", "text/csv", "application/vnd.apache.parquet"
-MEDIA_TYPES = (JSON, CSV, PARQUET)
+JSON, CSV = "application/json", "text/csv"
+MEDIA_TYPES = (JSON, CSV)  # not MLflow's Parquet: a compressed body of a few KB can expand to gigabytes
 MAX_PROBLEMS = 10  # bad fields named in a 400
 
 
@@ -57,7 +60,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "fit the scenario's schema (each bad field named)"
     },
     413: {"description": "The body is larger than PREDICTOR_MAX_BODY_BYTES, or the batch than PREDICTOR_MAX_BATCH"},
-    415: {"description": "Not application/json, text/csv or application/vnd.apache.parquet, or not UTF-8"},
+    415: {"description": "Not application/json or text/csv (Parquet is not taken), or not UTF-8"},
     422: {"description": "An X-Request-ID or X-Client-ID header over 128 characters"},
     503: {"description": "No production model is served, or the rows cannot be captured: nothing was predicted"},
 }
@@ -81,41 +84,71 @@ def media_type(content_type: str | None) -> str:
     return parts[0].lower()
 
 
-def records(body: bytes, kind: str) -> list[dict[str, Any]]:
-    """The rows of an MLflow scoring body as plain records, read by MLflow's own parsers."""
+def _rows_in(fields: dict[str, Any]) -> int:
+    """How many rows MLflow's envelope holds, counted before any table is built (the largest count its one
+    input field could give)."""
+    split = fields.get("dataframe_split")
+    if isinstance(split, dict):
+        return len(split["data"]) if isinstance(split.get("data"), list) else 0
+    counts = [0]
+    for name in ("dataframe_records", "instances", "inputs"):
+        value = fields.get(name)
+        if isinstance(value, list):
+            counts.append(len(value))
+        elif isinstance(value, dict):
+            counts.extend(len(column) for column in value.values() if isinstance(column, list))
+    return max(counts)
+
+
+def records(body: bytes, kind: str, features: list[str], max_rows: int) -> list[dict[str, Any]]:
+    """The rows of an MLflow scoring body as plain records of the scenario's features, read by MLflow's own
+    parsers. More than `max_rows` rows: 413, found before the table is built. Columns that are not features
+    are dropped, as MLflow's schema enforcement drops them."""
     import numpy as np
     import pandas as pd
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
+    too_many = Refused(413, f"a batch holds at most {max_rows} records")
     try:
         if kind == CSV:
             try:
                 text = body.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise Refused(400, f"Ensure that input is a valid UTF-8 encoded string. Error: '{err!r}'") from None
-            data = scoring_server.parse_csv_input(io.StringIO(text))
-        elif kind == PARQUET:
-            data = scoring_server.parse_parquet_input(io.BytesIO(body))
+            try:  # MLflow's parse_csv_input, reading at most one row more than the cap
+                data = pd.read_csv(io.StringIO(text), nrows=max_rows + 1)
+            except Exception as err:  # noqa: BLE001 - pandas' many parse errors: MLflow answers them all with 400
+                raise Refused(400, f"Failed to parse input as a Pandas DataFrame. Error: '{err}'") from None
+            if len(data) > max_rows:
+                raise too_many
         else:
-            fields, _ = scoring_server._split_data_and_params(body)  # MLflow's reading of the JSON envelope
+            envelope = scoring_server._decode_json_input(body)  # MLflow's: 400 for bad JSON, or a list
+            if _rows_in(envelope) > max_rows:
+                raise too_many
+            fields, _ = scoring_server._split_data_and_params(envelope)
             data = scoring_server.infer_and_parse_data(fields)
     except MlflowException as err:
         raise Refused(err.get_http_status_code(), err.message, _error_code(err)) from None
     except RecursionError:
         raise Refused(400, "the body is JSON nested too deeply to be records") from None
-    except (ValueError, TypeError) as err:  # pandas refusing what MLflow's envelope let through
+    except (ValueError, TypeError, KeyError, IndexError) as err:  # pandas refusing what MLflow's envelope let through
         raise Refused(400, f"the input is not a table of records: {err}") from None
     try:
         if isinstance(data, dict):  # `instances` / `inputs` as columns (or one record): name -> array
             data = pd.DataFrame({name: np.atleast_1d(np.asarray(values)).tolist() for name, values in data.items()})
         elif isinstance(data, list) and all(isinstance(row, dict) for row in data):  # `inputs` as records
             data = pd.DataFrame([{name: np.asarray(value).tolist() for name, value in row.items()} for row in data])
-    except (ValueError, TypeError) as err:
+        if not isinstance(data, pd.DataFrame):
+            raise Refused(400, "the input must name its columns (dataframe_split, dataframe_records, or records)")
+        if not data.columns.is_unique:
+            raise Refused(400, "the input names a column twice")
+        if len(data) > max_rows:
+            raise too_many
+        data = data[[column for column in data.columns if column in features]]
+        return json.loads(data.to_json(orient="records"))  # plain Python values; NaN as None
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
         raise Refused(400, f"the input is not a table of records: {err}") from None
-    if not isinstance(data, pd.DataFrame):
-        raise Refused(400, "the input must name its columns (dataframe_split, dataframe_records, or records)")
-    return json.loads(data.to_json(orient="records"))  # plain Python values; NaN as None
 
 
 def _error_code(err) -> str:
@@ -150,7 +183,9 @@ async def invocations(
         served(predictor)
         kind = media_type(request.headers.get("content-type"))
         started = time.perf_counter()
-        rows = records(await request.body(), kind)
+        body = await request.body()  # a streamed body over PREDICTOR_MAX_BODY_BYTES: 413 from BodyLimit
+        reader, cap = predictor.reader, predictor.settings.predictor_max_batch
+        rows = await asyncio.to_thread(records, body, kind, reader.features, cap)  # pandas: off the event loop
         try:
             valid = predictor.reader.validate(rows)
         except RequestValidationError as err:
@@ -158,8 +193,9 @@ async def invocations(
         answer = predict_rows(predictor, valid, started, x_request_id, x_client_id)
     except Refused as refused:
         return refused.response()
-    except HTTPException as err:  # 503: nothing served, or the rows cannot be captured
-        return Refused(err.status_code, str(err.detail), "TEMPORARILY_UNAVAILABLE").response()
+    except HTTPException as err:  # 503: nothing served, or the rows cannot be captured; 413: the body
+        code = "TEMPORARILY_UNAVAILABLE" if err.status_code == 503 else "BAD_REQUEST"
+        return Refused(err.status_code, str(err.detail), code).response()
     headers = {
         "X-Request-ID": answer["request_id"],
         "X-Model-Version": answer["model_version"],
