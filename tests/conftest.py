@@ -149,24 +149,75 @@ def scenario_predictor(compose, settings):
     return start
 
 
-@pytest.fixture(scope="session")
-def plain_mlflow(settings):
-    """Run a script as a user's own Python on the host would: a fresh interpreter whose environment holds only
-    MLFLOW_TRACKING_URI (no setting of this library, none of the stack's), importing only MLflow. Returns the
-    JSON the script prints last; a script that does not finish within `timeout` seconds fails the test."""
-    import json
-    import sys
+class PlainPython:
+    """A user's own Python on the host: a fresh virtualenv, without this library, holding only what `install`
+    put there. `run` starts a script in it with an environment that holds only `env` (no setting of this
+    library's, none of the stack's), and returns the JSON the script prints last; a script that does not finish
+    within `timeout` seconds fails the test."""
 
-    def run(script: str, timeout: float = 60):
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
-        env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    def __init__(self, folder: Path, env: dict[str, str]):
+        import sys
+
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=120)
+        self.folder, self.env = folder, env
+
+    def install(self, *args: str) -> None:
+        """`pip install args`, from the indexes this machine's pip is set up with."""
         done = subprocess.run(
-            [sys.executable, "-I", "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+            [self.folder / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, f"pip install {' '.join(args)}: {done.stderr[-3000:]}"
+
+    def run(self, script: str, *args: str, timeout: float = 60, parse=None, env: dict[str, str] | None = None):
+        """Run a Python script; returns `parse` (default: `json.loads`) of the last line it printed."""
+        import json
+
+        out = self.shell([self.folder / "bin" / "python", "-I", "-c", script, *args], timeout=timeout, env=env)
+        return (parse or json.loads)(out.strip().splitlines()[-1])
+
+    def shell(self, argv: list, timeout: float = 60, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+        """Run a command with the virtualenv first on PATH; returns what it printed."""
+        environment = {"PATH": f"{self.folder / 'bin'}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
+        done = subprocess.run(
+            argv, cwd=cwd, env=environment | self.env | (env or {}), capture_output=True, text=True, timeout=timeout
         )
         assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return done.stdout
 
-    return run
+
+def pinned(*names: str) -> list[str]:
+    """The project's pins of these distributions (`name==version`), from the lock its images install."""
+    lock = (ROOT / "services" / "project" / "requirements.lock").read_text().splitlines()
+    pins = [line.split()[0] for line in lock if line.split("==")[0] in names]
+    assert len(pins) == len(names), (names, pins)
+    return pins
+
+
+@pytest.fixture(scope="session")
+def plain_python(settings, tmp_path_factory):
+    """A fresh virtualenv on the host with only the pinned `mlflow` and `boto3` (not this library), whose
+    scripts see only MLFLOW_TRACKING_URI (the URL a user sets)."""
+    plain = PlainPython(
+        tmp_path_factory.mktemp("plain-python") / "venv", {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+    )
+    plain.install(*pinned("mlflow", "boto3"))
+    return plain
+
+
+@pytest.fixture(scope="session")
+def readme_block():
+    """The code block that follows `<!-- readme: MARKER -->` in README.md, as a user would paste it."""
+    import textwrap
+
+    def block(marker: str) -> str:
+        after = (ROOT / "README.md").read_text().split(f"<!-- readme: {marker} -->", 1)[1]
+        fenced = after.split("```", 2)[1]  # the language's name, then the code
+        return textwrap.dedent(fenced.split("\n", 1)[1])  # as a list item, it is indented
+
+    return block
 
 
 @pytest.hookimpl(wrapper=True)

@@ -4,9 +4,11 @@ simulate -> training_pipeline DAG -> registered version with lineage -> human pr
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 
@@ -27,12 +29,22 @@ START = "2031-03-01T00:00:00Z"  # a simulated clock no other test uses
 SCHEMA = get_schema(SCENARIO)
 
 
-MODEL_FILES = """
-import json, os
+MODEL_REQUIREMENTS = """
+import json, sys
 import mlflow
 
-folder = mlflow.artifacts.download_artifacts("models:/NAME@production")
-print(json.dumps(sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)))
+print(json.dumps(open(mlflow.pyfunc.get_model_dependencies(sys.argv[1])).read().split()))
+"""
+LOAD_BY_ALIAS = """
+import importlib.util, json, sys
+import mlflow, pandas as pd
+
+assert importlib.util.find_spec("mlops_sandbox") is None  # a user's own Python: not this library
+model = mlflow.pyfunc.load_model(sys.argv[1])
+rows = pd.read_json(sys.argv[2], orient="split")
+rows = rows.astype({c.name: c.type.to_pandas() for c in model.metadata.get_input_schema().inputs})
+predictions = [float(p) for p in model.predict(rows)]
+print(json.dumps({"predictions": predictions}))
 """
 
 
@@ -110,7 +122,7 @@ def test_rerunning_train_and_register_of_a_pipeline_run_adds_no_run_and_no_versi
     assert [r.info.run_id for r in runs] == [mv.run_id]
 
 
-def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained, plain_mlflow):
+def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained, plain_python, tmp_path):
     linear, mlp = trained["linear"], trained["mlp"]
     card = "House-price model trained by the e2e test on simulated batches; not for real decisions."
 
@@ -138,16 +150,21 @@ def test_promotion_with_compliance_checks_serving_and_rollback(settings, trained
     served = _serving(settings, mlp)
     assert served["alias"] == "production" and served["lineage"]["raw_batch_keys"].split(",") == trained["keys"]
 
-    # a plain MLflow client on the host (only MLFLOW_TRACKING_URI set) fetches the production model by alias
-    files = plain_mlflow(MODEL_FILES.replace("NAME", settings.model_name), timeout=60)
-    assert "MLmodel" in files and any(f.startswith("artifacts/") for f in files), files
-
     # the predictor answers like the registered pyfunc model, for the same rows
     import mlflow
 
     rows = generate_batch(SCENARIO, 99, parse_time(START), 25)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{mlp}")
     expected = np.asarray(pyfunc.predict(model_input(rows, SCHEMA)), dtype=float)
+
+    # a user's own Python on the host (a fresh virtualenv with only the pinned mlflow and boto3, and
+    # MLFLOW_TRACKING_URI) installs the model's declared requirements and loads it by alias, without this library
+    uri = f"models:/{settings.model_name}@production"
+    (tmp_path / "requirements.txt").write_text("\n".join(plain_python.run(MODEL_REQUIREMENTS, uri)))
+    plain_python.install("-r", str(tmp_path / "requirements.txt"))
+    (tmp_path / "rows.json").write_text(rows[SCHEMA.feature_names].to_json(orient="split"))
+    loaded = plain_python.run(LOAD_BY_ALIAS, uri, str(tmp_path / "rows.json"), timeout=60)
+    np.testing.assert_allclose(loaded["predictions"], expected, rtol=1e-6)
     records = json.loads(rows[SCHEMA.feature_names].to_json(orient="records"))
     resp = requests.post(f"{settings.predictor_url}/predict", json=records, timeout=60)
     assert resp.status_code == 200 and resp.json()["model_version"] == mlp
@@ -176,3 +193,20 @@ def test_invalid_input_on_the_live_service_is_422_per_field(settings, trained):
     assert resp.status_code == 422
     fields = {str(err["loc"][-1]) for err in resp.json()["detail"]}
     assert {"area", "bathrooms", "furnishingstatus"} <= fields
+
+
+def test_the_readme_dvc_lines_pull_the_production_models_features_on_the_host(
+    settings, trained, plain_python, readme_block, tmp_path
+):
+    """The README's block, run as pasted in a user's own Python: the bytes its lineage tags name come back."""
+    import hashlib
+
+    script = readme_block("dvc").replace("http://localhost:9000", settings.s3_endpoint_url)
+    script = script.replace("http://localhost:5050", settings.mlflow_tracking_uri)
+    script = script.replace('"house-prices"', json.dumps(settings.model_name))
+    plain_python.shell(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, timeout=600)
+    tags = use_tracking_server(settings).get_model_version_by_alias(settings.model_name, "production").tags
+    pulled = (tmp_path / "features" / tags["dvc_data_path"]).read_bytes()
+    assert len(pulled) == int(tags["dvc_data_size"]) and hashlib.md5(pulled).hexdigest() == tags["dvc_data_version"]
+    features = pd.read_parquet(io.BytesIO(pulled))
+    assert len(features) > 0 and set(SCHEMA.feature_names) <= set(features.columns)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -40,23 +36,13 @@ def test_minio_init_created_every_bucket_and_is_idempotent(settings, compose):
     assert json.loads(rerun.stdout) == {bucket: "exists" for bucket in settings.buckets.values()}
 
 
-def _readme_block(marker: str) -> str:
-    """The code block that follows `<!-- readme: MARKER -->` in README.md."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    after = text.split(f"<!-- readme: {marker} -->", 1)[1]
-    return textwrap.dedent(after.split("```python\n", 1)[1].split("```", 1)[0])  # as a list item, it is indented
-
-
-def test_the_readme_boto3_lines_list_the_raw_data_bucket_from_the_host(settings):
+def test_the_readme_boto3_lines_list_the_raw_data_bucket_from_the_host(settings, plain_python, readme_block):
     key = f"readme-test/{uuid.uuid4().hex}.csv"
     s3 = s3_client(settings)
     s3.put_object(Bucket=settings.raw_data_bucket, Key=key, Body=b"a,b\n1,2\n")
     try:
-        script = _readme_block("boto3").replace("http://localhost:9000", settings.s3_endpoint_url)
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}  # no AWS_* of this shell
-        done = subprocess.run([sys.executable, "-I", "-c", script], env=env, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert key in ast.literal_eval(done.stdout.strip().splitlines()[-1])
+        script = readme_block("boto3").replace("http://localhost:9000", settings.s3_endpoint_url)
+        assert key in plain_python.run(script, parse=ast.literal_eval)
     finally:
         s3.delete_object(Bucket=settings.raw_data_bucket, Key=key)
 
@@ -114,12 +100,12 @@ print(json.dumps({"run_id": run.info.run_id, "same": same, "rmse": rmse}))
 """
 
 
-def test_a_plain_mlflow_client_on_the_host_logs_and_downloads_through_the_server(settings, plain_mlflow):
+def test_a_plain_mlflow_client_on_the_host_logs_and_downloads_through_the_server(settings, plain_python):
     """Only MLFLOW_TRACKING_URI set: the server never sends the client to presigned URLs naming minio:9000
     (which the host cannot resolve, so MLflow's client retried them for ever)."""
     info = requests.get(f"{settings.mlflow_tracking_uri}/api/3.0/mlflow/server-info", timeout=10).json()
     assert info["multipart_downloads_enabled"] is False
-    done = plain_mlflow(PLAIN_CLIENT_RUN, timeout=60)
+    done = plain_python.run(PLAIN_CLIENT_RUN, timeout=60)
     assert done["same"] is True and done["rmse"] == 1.5
     artifacts = use_tracking_server(settings).list_artifacts(done["run_id"])
     assert [(a.path, a.file_size) for a in artifacts] == [("weights.bin", 3 * 1024 * 1024)]

@@ -1,4 +1,6 @@
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import joblib
@@ -122,3 +124,58 @@ def test_versions_registered_before_model_types_were_modules_still_load(table, t
         pyfunc.load_context(SimpleNamespace(artifacts=artifacts))
         np.testing.assert_array_equal(pyfunc.predict(None, rows), model.predict(rows))
         assert not {"regressor", "net", "mlp_config"} & set(vars(pyfunc.model))
+
+
+LOAD_WITHOUT_THE_LIBRARY = """
+import importlib.util, json, sys
+src = sys.argv[1]
+sys.path = [p for p in sys.path if p != src]  # the editable install's path entry: the library is gone
+assert importlib.util.find_spec("mlops_sandbox") is None
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[2])
+rows = pd.read_json(sys.argv[3], orient="split")
+rows = rows.astype({c.name: c.type.to_pandas() for c in model.metadata.get_input_schema().inputs})
+module = sys.modules["mlops_sandbox.train.models"]
+print(json.dumps({"predictions": model.predict(rows).tolist(), "library": module.__file__}))
+"""
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_a_logged_model_loads_where_the_library_is_not_installed(table, model_type, tmp_path):
+    """The pickle names this library's classes; the model carries them in its `code_paths` and declares what
+    they import, without a local version label."""
+    import json
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from mlops_sandbox.train.mlflow_model import log_model
+
+    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, epochs=3)
+    rows = table[table.split == "test"].head(20)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = mlflow.create_experiment("self-contained", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_model(model, rows.head(5), tmp_dir=tmp_path)
+    # the library's code, as logged: before anything imports from it
+    code = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model"))) / "code"
+    assert (code / "ABOUT.txt").is_file() and not list(code.rglob("__pycache__"))
+    requirements = mlflow.pyfunc.get_model_dependencies(info.model_uri)
+    pins = Path(requirements).read_text().split()
+    assert "mlflow==" + mlflow.__version__ in pins and not [p for p in pins if "+" in p]
+    if model_type == "mlp":
+        assert [p for p in pins if p.startswith("torch==")]
+    source = str(Path(catalog.__file__).resolve().parents[1])
+    (tmp_path / "rows.json").write_text(rows.to_json(orient="split"))
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", LOAD_WITHOUT_THE_LIBRARY, source, info.model_uri, str(tmp_path / "rows.json")],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "/code/mlops_sandbox/" in loaded["library"] and not loaded["library"].startswith(source)
+    np.testing.assert_allclose(loaded["predictions"], model.predict(rows), rtol=1e-6)

@@ -1,8 +1,17 @@
 """Logging a `TabularModel` to MLflow (seed steps 2 and 19): a pyfunc model with its signature and input example,
-preprocessing included, and the files its model type saves beside it (the MLP's `.pth`)."""
+preprocessing included, and the files its model type saves beside it (the MLP's `.pth`).
+
+The logged model is self-contained: its pickle names this library's classes (`TabularModel`, the model types,
+the preprocessing's feature functions), so the library's Python files travel in the model's `code_paths`, and
+its requirements are the distributions those files import. A client with only `mlflow` and the model's own
+requirements (`mlflow.pyfunc.get_model_dependencies`) loads it: a user's notebook, `mlflow models serve
+--env-manager virtualenv`, a cluster's MLflow runtime. Where the library is installed and imported, as in the
+project's containers, Python keeps using the installed modules.
+"""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import replace
 from importlib.metadata import version
@@ -11,6 +20,7 @@ from pathlib import Path
 import joblib
 import pandas as pd
 
+from mlops_sandbox import __version__
 from mlops_sandbox.train.models import TabularModel, model_input
 
 try:
@@ -36,8 +46,32 @@ class TabularPyfunc(PythonModel):
 
 
 def pip_requirements(model: TabularModel) -> list[str]:
+    """The pinned distributions the model loads with, without a local version label (`torch==2.13.0`, not
+    `2.13.0+cpu`), so that a CPU or a CUDA build satisfies it, from whichever index the user has."""
     names = ("mlflow", "scikit-learn", *model.kind.requirements, "pandas", "numpy")
-    return [f"{name}=={version(name)}" for name in names]
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+
+
+def library_code(folder: Path) -> list[str]:
+    """The model's `code_paths`, written under `folder`: a copy of this library's Python files (no caches, no
+    data), and a note saying what they are.
+
+    The note also gives the model's `code/` folder a file of its own: some S3 servers (the offline stand-in
+    for MinIO that this project's CI runs) list a folder only when it holds an object directly, and a client
+    downloading the model would skip `code/` there."""
+    package = Path(__file__).resolve().parents[1]
+
+    def not_code(directory: str, names: list[str]) -> list[str]:
+        return [n for n in names if n == "__pycache__" or not (n.endswith(".py") or Path(directory, n).is_dir())]
+
+    copy = shutil.copytree(package, folder / package.name, ignore=not_code)
+    note = folder / "ABOUT.txt"
+    note.write_text(
+        f"{package.name}/: the Python files of mlops-sandbox {__version__} that this model's pickle\n"
+        "refers to (TabularModel, the model types, the feature functions). MLflow puts this folder first on\n"
+        "sys.path when it loads the model; where the library is already imported, Python keeps using that.\n"
+    )
+    return [str(copy), str(note)]
 
 
 def save_artifacts(model: TabularModel, folder: Path) -> dict[str, str]:
@@ -71,4 +105,5 @@ def log_model(model: TabularModel, example: pd.DataFrame, tmp_dir: Path | None =
         signature=signature,
         input_example=example,
         pip_requirements=pip_requirements(model),
+        code_paths=library_code(tmp / "code"),
     )
