@@ -28,7 +28,7 @@ from mlops_sandbox.contracts import PRODUCTION
 from mlops_sandbox.hostcheck import AllowedHosts, HostCheck
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve import deps, metrics
-from mlops_sandbox.serve.body import BodyReader
+from mlops_sandbox.serve.body import BodyReader, over_the_cap, too_many
 from mlops_sandbox.serve.capture import PredictionCapture
 from mlops_sandbox.serve.experiment import Experiment, ShadowScorer
 from mlops_sandbox.serve.model import ProductionModel
@@ -61,10 +61,9 @@ def _echo(value: Any) -> Any:
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     """422 naming each bad field and row (capped in number and size), or 413 for a batch over its cap."""
     errors = exc.errors()
-    too_long = [err for err in errors if err["type"] == "too_long" and tuple(err["loc"]) == ("body", "batch")]
-    if too_long:
-        limit = too_long[0].get("ctx", {}).get("max_length")
-        return JSONResponse(status_code=413, content={"detail": f"a batch holds at most {limit} records"})
+    too_long = over_the_cap(errors)
+    if too_long is not None:
+        return JSONResponse(status_code=413, content={"detail": too_many(too_long.get("ctx", {}).get("max_length"))})
     shown = [
         {"type": err["type"], "loc": list(err["loc"]), "msg": err["msg"], "input": _echo(err.get("input"))}
         for err in errors[:MAX_ERRORS]

@@ -45,6 +45,16 @@ def one_or_many(body: Any) -> str:
     return "batch" if isinstance(body, list) else "record"
 
 
+def too_many(limit: int | None) -> str:
+    """What a batch over `PREDICTOR_MAX_BATCH` is told (413), on `/predict` and on `/invocations`."""
+    return f"a batch holds at most {limit} records"
+
+
+def over_the_cap(errors: list[dict]) -> dict | None:
+    """The error saying that a batch is longer than its cap, among a body's validation errors (None: none)."""
+    return next((e for e in errors if e["type"] == "too_long" and tuple(e["loc"]) == ("body", "batch")), None)
+
+
 class Rows:
     """A validated body: its records (to capture) and its columns (to predict), in the same row order."""
 

@@ -30,6 +30,7 @@ import msgspec
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
+from mlops_sandbox.serve.body import over_the_cap, too_many
 from mlops_sandbox.serve.deps import PredictorDep
 from mlops_sandbox.serve.routes.predict import predict_rows, served
 
@@ -109,7 +110,7 @@ def records(body: bytes, kind: str, features: list[str], max_rows: int) -> list[
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
-    too_many = Refused(413, f"a batch holds at most {max_rows} records")
+    over = Refused(413, too_many(max_rows))
     try:
         if kind == CSV:
             try:
@@ -121,11 +122,11 @@ def records(body: bytes, kind: str, features: list[str], max_rows: int) -> list[
             except Exception as err:  # noqa: BLE001 - pandas' many parse errors: MLflow answers them all with 400
                 raise Refused(400, f"Failed to parse input as a Pandas DataFrame. Error: '{err}'") from None
             if len(data) > max_rows:
-                raise too_many
+                raise over
         else:
             envelope = scoring_server._decode_json_input(body)  # MLflow's: 400 for bad JSON, or a list
             if _rows_in(envelope) > max_rows:
-                raise too_many
+                raise over
             fields, _ = scoring_server._split_data_and_params(envelope)
             data = scoring_server.infer_and_parse_data(fields)
     except MlflowException as err:
@@ -144,7 +145,7 @@ def records(body: bytes, kind: str, features: list[str], max_rows: int) -> list[
         if not data.columns.is_unique:
             raise Refused(400, "the input names a column twice")
         if len(data) > max_rows:
-            raise too_many
+            raise over
         data = data[[column for column in data.columns if column in features]]
         return json.loads(data.to_json(orient="records"))  # plain Python values; NaN as None
     except (ValueError, TypeError, UnicodeDecodeError) as err:
@@ -158,9 +159,9 @@ def _error_code(err) -> str:
 
 def _problems(err: RequestValidationError) -> Refused:
     errors = err.errors()
-    if any(e["type"] == "too_long" and tuple(e["loc"]) == ("body", "batch") for e in errors):
-        limit = next(e for e in errors if e["type"] == "too_long").get("ctx", {}).get("max_length")
-        return Refused(413, f"a batch holds at most {limit} records")
+    too_long = over_the_cap(errors)
+    if too_long is not None:
+        return Refused(413, too_many(too_long.get("ctx", {}).get("max_length")))
     named = []
     for e in errors[:MAX_PROBLEMS]:
         where = [str(part) for part in e["loc"][1:] if part != "batch"]
@@ -187,7 +188,7 @@ async def invocations(
         reader, cap = predictor.reader, predictor.settings.predictor_max_batch
         rows = await asyncio.to_thread(records, body, kind, reader.features, cap)  # pandas: off the event loop
         try:
-            valid = predictor.reader.validate(rows)
+            valid = reader.validate(rows)
         except RequestValidationError as err:
             raise _problems(err) from None
         answer = predict_rows(predictor, valid, started, x_request_id, x_client_id)
