@@ -10,6 +10,7 @@ Each service checks with its own means: the predictor, Evidently and the Airflow
 from __future__ import annotations
 
 import json
+import subprocess
 from urllib.parse import urlsplit
 
 import pytest
@@ -103,3 +104,50 @@ def test_the_stack_refuses_to_start_off_loopback_on_a_default_secret(compose):
     allowed = compose("run", "--rm", "--no-deps", "-e", "BIND_ADDRESS=0.0.0.0", *chosen, "preflight", check=False)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert compose("run", "--rm", "--no-deps", "preflight", check=False).returncode == 0
+
+
+# --- least privilege -----------------------------------------------------------------------------------------
+CAP_BITS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "SETGID": 6, "SETUID": 7}
+# service -> (the uid its main process runs as, the capabilities it may still hold: None = Docker's default set)
+PRIVILEGES = {
+    "mlflow": (1000, ()),
+    "predictor": (1000, ()),
+    "evidently": (1000, ()),
+    "jupyter": (1000, ()),
+    "airflow-apiserver": (50000, ()),
+    "airflow-dag-processor": (50000, ()),
+    "minio": (0, ()),  # the image's user, owning /data: root with no capability
+    "postgres": (None, ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")),  # the entrypoint's, to own PGDATA
+    "airflow-scheduler": (0, None),  # the Docker socket; writes logs the airflow user owns
+}
+
+
+def _status(compose, service: str) -> dict[str, str]:
+    out = compose("exec", "-T", service, "cat", "/proc/1/status").stdout
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in out.splitlines())}
+
+
+@pytest.mark.parametrize("service", sorted(PRIVILEGES))
+def test_each_service_runs_with_least_privilege(compose, service):
+    """Seen from inside the container: the main process's user, its capability bounding set (what it or any
+    child could ever hold), and no privilege gain through setuid binaries."""
+    uid, allowed = PRIVILEGES[service]
+    status = _status(compose, service)
+    assert status["NoNewPrivs"] == "1"
+    if uid is not None:
+        assert int(status["Uid"].split()[0]) == uid
+    if allowed is not None:
+        assert int(status["CapBnd"], 16) == sum(1 << CAP_BITS[name] for name in allowed)
+        assert int(status["CapEff"], 16) & ~int(status["CapBnd"], 16) == 0
+    if service == "postgres":  # the server itself runs as postgres, holding none
+        assert int(status["Uid"].split()[0]) != 0 and int(status["CapEff"], 16) == 0
+
+
+def test_the_one_shot_services_ran_locked_down_too(compose):
+    for service in ("preflight", "minio-init", "airflow-init"):
+        ids = compose("ps", "-a", "-q", service).stdout.split()
+        assert ids, service
+        inspected = json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, check=True).stdout)
+        for container in inspected:
+            assert container["HostConfig"]["CapDrop"] == ["ALL"], service
+            assert "no-new-privileges:true" in container["HostConfig"]["SecurityOpt"], service
