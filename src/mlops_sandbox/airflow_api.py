@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -9,6 +10,12 @@ from typing import Any
 import requests
 
 from mlops_sandbox.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class AirflowUnavailable(RuntimeError):
+    """Airflow's API answered 5xx, or not at all (its database or its server restarting): ask again later."""
 
 
 class AirflowAPI:
@@ -30,13 +37,18 @@ class AirflowAPI:
         return self._token
 
     def call(self, method: str, path: str, **kwargs) -> Any:
-        resp = requests.request(
-            method,
-            f"{self.base}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=self.timeout,
-            **kwargs,
-        )
+        try:
+            resp = requests.request(
+                method,
+                f"{self.base}/api/v2{path}",
+                headers={"Authorization": f"Bearer {self.token()}"},
+                timeout=self.timeout,
+                **kwargs,
+            )
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise AirflowUnavailable(f"Airflow {method} {path}: no answer ({err})") from err
+        if resp.status_code >= 500:
+            raise AirflowUnavailable(f"Airflow {method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
         if resp.status_code >= 400:
             raise RuntimeError(f"Airflow {method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
         return resp.json()
@@ -68,12 +80,19 @@ class AirflowAPI:
         progress: Callable[[], None] | None = None,
     ) -> str:
         """Until the run finishes; returns its final state (`success` or `failed`). `progress` is called at each
-        poll (the CLI prints the tasks' states as they change)."""
+        poll (the CLI prints the tasks' states as they change). Airflow being briefly unavailable (its database
+        restarting) is waited out, within `timeout`."""
         deadline = time.monotonic() + timeout
+        state = "unknown"
         while True:
-            if progress is not None:
-                progress()
-            state = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            try:
+                if progress is not None:
+                    progress()
+                state = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            except AirflowUnavailable as err:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s; asking again in %g s", err, poll)
             if state in ("success", "failed"):
                 return state
             if time.monotonic() > deadline:

@@ -1,8 +1,12 @@
-"""A hung MinIO during training (issue 13), on the running stack: MinIO is paused (`docker compose pause`: it
-still accepts connections, and answers nothing) as `version_features` starts, for longer than the step's S3
-client waits. The step fails with a timeout that names the endpoint and Airflow retries it, or MinIO comes
-back while the step is still retrying on its own: either way the run succeeds once MinIO is back, and nothing
-waits forever. MinIO is unpaused whatever happens, so the tests after this one find it working.
+"""Faults during training (issue 13), caused on the running stack.
+
+- A hung MinIO: MinIO is paused (`docker compose pause`: it still accepts connections, and answers nothing) as
+  `version_features` starts, for longer than the step's S3 client waits. The step fails with a timeout that
+  names the endpoint and Airflow retries it, or MinIO comes back while the step is still retrying on its own:
+  either way the run succeeds once MinIO is back, and nothing waits forever. MinIO is unpaused whatever
+  happens, so the tests after this one find it working.
+- Postgres restarted while `train` runs: Airflow's database and MLflow's backend store go away for seconds.
+  The run still succeeds with no one stepping in, and MLflow serves the version it registered.
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ def _until_preprocessed(airflow, run_id: str, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
-def test_training_outlives_a_paused_minio_and_succeeds_once_it_is_back(settings, compose, airflow):
+@pytest.fixture(scope="module")
+def landed(compose, airflow) -> list[str]:
     out = compose("run", "--rm", "cli", "simulate", "--batches", "6", "--rows", "300", "--start", START, "--seed", "17")
-    landed = json.loads(out.stdout.strip().splitlines()[-1])["batches"]
-    assert len(landed) == 6
+    keys = json.loads(out.stdout.strip().splitlines()[-1])["batches"]
+    assert len(keys) == 6
     airflow.wait_for_dag(DAG)
+    return keys
+
+
+def test_training_outlives_a_paused_minio_and_succeeds_once_it_is_back(settings, compose, airflow, landed):
     # Longer than a step's S3 request may wait in all (S3_MAX_ATTEMPTS tries of S3_READ_TIMEOUT each, the
     # stack's defaults), so a timeout has to hit during the pause; short enough for a retry 30-60 s later.
     pause = settings.s3_read_timeout * settings.s3_max_attempts + 15
@@ -96,3 +105,26 @@ def test_training_outlives_a_paused_minio_and_succeeds_once_it_is_back(settings,
         assert get_json(s3, settings.pipeline_bucket, key) == {"run_id": run_id}
     finally:
         s3.delete_object(Bucket=settings.pipeline_bucket, Key=key)
+
+
+def test_training_outlives_a_postgres_restart_while_it_trains(settings, compose, airflow, landed):
+    run_id = airflow.trigger(DAG, {"scenario": SCENARIO, "model_type": "linear", "last_batches": 6})
+    deadline = time.monotonic() + 600
+    while (states := airflow.task_states(DAG, run_id)).get("train") != "running":
+        assert "failed" not in states.values() and "upstream_failed" not in states.values(), states
+        assert time.monotonic() < deadline, f"train did not start in 600 s: {states}"
+        time.sleep(0.5)
+    compose("restart", "postgres")  # a fast shutdown: every connection of Airflow and MLflow is cut
+
+    state = airflow.wait(DAG, run_id, timeout=900)  # waits out the API server's 5xx while Postgres is down
+    tis = _task_instances(airflow, run_id)
+    assert state == "success", {task: (ti["state"], ti["try_number"]) for task, ti in tis.items()}
+    version = json.loads(airflow.xcom(DAG, run_id, "register"))["version"]
+    tracking = use_tracking_server(settings)
+    mv = tracking.get_model_version(settings.model_name_for(SCENARIO), version)
+    assert mv.tags["raw_batch_keys"].split(",") == landed and mv.tags["pipeline_run_id"] == run_id
+    # one MLflow run for the pipeline run, even if `train` was retried
+    runs = tracking.search_runs(
+        [tracking.get_run(mv.run_id).info.experiment_id], filter_string=f"tags.pipeline_run_id = '{run_id}'"
+    )
+    assert [r.info.run_id for r in runs] == [mv.run_id]
