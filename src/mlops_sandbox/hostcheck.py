@@ -14,6 +14,14 @@ service name, its Kubernetes Service names) and refuses any other with 400, befo
   change what an address means.
 - A missing, repeated or malformed `Host` header is refused.
 
+The same list stops cross-site request forgery. A page on any site may send a form or a `fetch` (text/plain, or
+a body without a type) to `http://localhost:8000/predict` without reading the answer: the Host is right, and
+no CORS preflight is asked for. The browser names the page's site in `Origin`. So a request that can change
+something (any method but GET, HEAD and OPTIONS) or opens a WebSocket is refused with 403 when it carries an
+`Origin` whose host is not allowed (`null`, a sandboxed page or a file, included). Clients that are not
+browsers (curl, requests, the other containers) send no `Origin`, and the service's own pages (Swagger UI,
+Airflow's and Evidently's UIs) send their own.
+
 Standard library only: the Airflow image installs this library without its dependencies, and its plugin
 (services/airflow/plugins/host_check.py) wraps the API server in `HostCheck` too.
 """
@@ -25,6 +33,7 @@ import json
 from collections.abc import Iterable
 
 DEFAULT_ALLOWED_HOSTS = "localhost"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class AllowedHosts:
@@ -71,6 +80,13 @@ class AllowedHosts:
         name = parsed[0].removesuffix(".")
         return name in self.names or (bool(self.suffixes) and name.endswith(self.suffixes)) or _is_address(name)
 
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a browser's `Origin` header (`scheme://host[:port]`) names an allowed host."""
+        scheme, separator, host = origin.partition("://")
+        if not separator or scheme.lower() not in ("http", "https") or "/" in host or "@" in host:
+            return False
+        return self.allows(host)
+
     def __repr__(self) -> str:
         listed = sorted(self.names) + [f"*{suffix}" for suffix in self.suffixes]
         return f"AllowedHosts({'*' if self.any else ','.join(listed)!r})"
@@ -110,23 +126,38 @@ class HostCheck:
     ) -> None:
         self.app = app
         self.allowed = allowed if isinstance(allowed, AllowedHosts) else AllowedHosts(allowed)
-        detail = "Invalid Host header: this service answers to its own host names only"
-        self.body = json.dumps({"detail": detail + (f" ({setting})" if setting else "")}).encode()
+        where = f" ({setting})" if setting else ""
+        self.body = _detail("Invalid Host header: this service answers to its own host names only" + where)
+        self.cross_site = _detail(
+            "Cross-site request refused: its Origin is not one of this service's host names" + where
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket") or self.allowed.any:
             return await self.app(scope, receive, send)
-        host = None
+        host = origin = None
+        hosts = 0
         for key, value in scope["headers"]:
             if key == b"host":
-                if host is not None:  # two Host headers: which one would the app read?
-                    host = None
-                    break
+                hosts += 1
                 host = value.decode("latin-1")
-        if self.allowed.allows(host):
-            return await self.app(scope, receive, send)
+            elif key == b"origin":
+                origin = value.decode("latin-1")
+        if hosts != 1 or not self.allowed.allows(host):  # no Host, or two: which one would the app read?
+            return await self._refuse(scope, send, 400, self.body)
+        changes = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
+        if origin is not None and changes and not self.allowed.allows_origin(origin):
+            return await self._refuse(scope, send, 403, self.cross_site)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope, send, status: int, body: bytes) -> None:
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})  # before the handshake: the server's 403
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _detail(text: str) -> bytes:
+    return json.dumps({"detail": text}).encode()

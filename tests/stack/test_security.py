@@ -62,6 +62,30 @@ def test_a_foreign_host_is_refused_and_the_browsers_host_still_answers(settings,
         assert resp.status_code == refused, (service, host, resp.status_code, resp.text[:300])
 
 
+# --- cross-site request forgery ---------------------------------------------------------------------------
+# service -> a path that changes something when POSTed (MLflow refuses with its own CORS blocking middleware)
+FORGED = {
+    "predictor": "/predict",
+    "airflow-apiserver": "/auth/token",
+    "evidently": "/api/projects",
+    "mlflow": "/api/2.0/mlflow/experiments/create",
+}
+
+
+@pytest.mark.parametrize("service", sorted(FORGED))
+def test_a_cross_site_post_is_refused_and_the_services_own_pages_are_not(settings, service):
+    """What a hostile page's form or fetch sends: the right Host (localhost), a body a browser sends without a
+    CORS preflight (text/plain), and the page's own site in Origin."""
+    url = _host_url(settings, service) + FORGED[service]
+    body = json.dumps({"forged": True})  # invalid everywhere: the service's own page changes nothing either
+    forged = requests.post(
+        url, data=body, headers={"Origin": f"http://{HOSTILE}", "Content-Type": "text/plain"}, timeout=30
+    )
+    assert forged.status_code == 403, (service, forged.status_code, forged.text[:300])
+    own = requests.post(url, data=body, headers={"Origin": _host_url(settings, service)}, timeout=30)
+    assert own.status_code != 403, (service, own.status_code, own.text[:300])
+
+
 # Run inside the predictor's container: each service by its compose name, then the same with a foreign Host.
 ASK_BY_NAME = """
 import json, sys, urllib.error, urllib.request

@@ -117,6 +117,51 @@ def test_a_websocket_handshake_from_another_host_is_closed_before_it_is_accepted
     assert not reached and sent == [{"type": "websocket.close", "code": 1008}]
 
 
+def _from(method: str, origin: bytes | None, host: bytes = b"localhost:8000") -> dict:
+    headers = [(b"host", host)] + ([] if origin is None else [(b"origin", origin)])
+    return {"type": "http", "method": method, "path": "/predict", "headers": headers}
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [b"http://evil.example", b"https://evil.example:8000", b"null", b"http://localhost.evil.example", b"file://"],
+)
+def test_a_cross_site_post_is_refused_with_403_naming_the_setting(origin):
+    """What a hostile page's form or fetch sends to a service on this machine: the right Host, its own Origin."""
+    reached, sent = _call("localhost,predictor", _from("POST", origin), "PREDICTOR_ALLOWED_HOSTS")
+    assert not reached and sent[0]["status"] == 403
+    detail = json.loads(sent[1]["body"])["detail"]
+    assert "Cross-site" in detail and "PREDICTOR_ALLOWED_HOSTS" in detail
+
+
+@pytest.mark.parametrize(
+    "method, origin",
+    [
+        ("POST", None),  # curl, requests, the other containers
+        ("POST", b"http://localhost:8000"),  # the service's own Swagger UI
+        ("POST", b"http://127.0.0.1:8000"),
+        ("POST", b"http://predictor:8000"),
+        ("PUT", b"http://localhost:3000"),  # a page of this machine's, on another port
+        ("GET", b"http://evil.example"),  # reads: the Host check and the browser's same-origin rule cover them
+        ("OPTIONS", b"http://evil.example"),
+    ],
+)
+def test_requests_without_a_foreign_origin_and_reads_pass(method, origin):
+    reached, sent = _call("localhost,predictor", _from(method, origin))
+    assert len(reached) == 1 and sent[0]["status"] == 204
+
+
+def test_a_websocket_from_a_foreign_origin_is_closed_before_it_is_accepted():
+    scope = {"type": "websocket", "headers": [(b"host", b"localhost:8000"), (b"origin", b"http://evil.example")]}
+    reached, sent = _call("localhost", scope)
+    assert not reached and sent == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_a_star_allows_every_host_and_origin():
+    reached, _ = _call("*", _from("POST", b"http://evil.example", host=b"evil.example"))
+    assert len(reached) == 1
+
+
 def test_lifespan_passes_through():
     reached, _ = _call("localhost", {"type": "lifespan"})
     assert reached == [{"type": "lifespan"}]
