@@ -138,44 +138,88 @@ rows = rows.astype({c.name: c.type.to_pandas() for c in model.metadata.get_input
 module = sys.modules["mlops_sandbox.train.models"]
 print(json.dumps({"predictions": model.predict(rows).tolist(), "library": module.__file__}))
 """
+LOAD_FIRST_WHERE_THE_LIBRARY_IS_INSTALLED = """
+import json, sys
+import mlflow
+assert "mlops_sandbox" not in sys.modules
+mlflow.pyfunc.load_model(sys.argv[1])  # before anything imports the library, as a notebook may
+import mlops_sandbox.serve
+library = sys.modules["mlops_sandbox.train.models"].__file__
+print(json.dumps({"library": library, "serve": mlops_sandbox.serve.__file__}))
+"""
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_a_logged_model_loads_where_the_library_is_not_installed(table, model_type, tmp_path):
-    """The pickle names this library's classes; the model carries them in its `code_paths` and declares what
-    they import, without a local version label."""
+@pytest.fixture
+def local_mlflow(tmp_path):
+    """MLflow on a local store under tmp_path, for one test; the tracking URI is set back after it."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = mlflow.create_experiment("self-contained", artifact_location=(tmp_path / "artifacts").as_uri())
+    try:
+        yield experiment
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _python(script: str, *args: str, home: Path) -> dict:
     import json
     import subprocess
     import sys
 
     import mlflow
 
-    from mlops_sandbox.train.mlflow_model import log_model
-
-    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, epochs=3)
-    rows = table[table.split == "test"].head(20)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    experiment = mlflow.create_experiment("self-contained", artifact_location=(tmp_path / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = log_model(model, rows.head(5), tmp_dir=tmp_path)
-    # the library's code, as logged: before anything imports from it
-    code = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model"))) / "code"
-    assert (code / "ABOUT.txt").is_file() and not list(code.rglob("__pycache__"))
-    requirements = mlflow.pyfunc.get_model_dependencies(info.model_uri)
-    pins = Path(requirements).read_text().split()
-    assert "mlflow==" + mlflow.__version__ in pins and not [p for p in pins if "+" in p]
-    if model_type == "mlp":
-        assert [p for p in pins if p.startswith("torch==")]
-    source = str(Path(catalog.__file__).resolve().parents[1])
-    (tmp_path / "rows.json").write_text(rows.to_json(orient="split"))
     done = subprocess.run(
-        [sys.executable, "-I", "-c", LOAD_WITHOUT_THE_LIBRARY, source, info.model_uri, str(tmp_path / "rows.json")],
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()},
+        [sys.executable, "-I", "-c", script, *args],
+        env={"PATH": os.environ["PATH"], "HOME": str(home), "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "/code/mlops_sandbox/" in loaded["library"] and not loaded["library"].startswith(source)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_a_logged_model_loads_where_the_library_is_not_installed(table, model_type, tmp_path, local_mlflow):
+    """The pickle names this library's classes; the model carries a copy of them (the `library` artifact) and
+    declares what it needs, without a local version label."""
+    import mlflow
+
+    from mlops_sandbox.train.mlflow_model import log_model
+
+    model = fit(table[table.split == "train"], HOUSE_PRICES, model_type, epochs=3)
+    rows = table[table.split == "test"].head(20)
+    with mlflow.start_run(experiment_id=local_mlflow):
+        info = log_model(model, rows.head(5), tmp_dir=tmp_path)
+    # the library's code, as logged: before anything imports from it
+    logged = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
+    library = logged / "artifacts" / "library"
+    assert (library / "ABOUT.txt").is_file() and (library / "mlops_sandbox" / "train" / "models.py").is_file()
+    assert not list(library.rglob("__pycache__")) and not (logged / "code").exists()
+    pins = Path(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read_text().split()
+    assert "mlflow==" + mlflow.__version__ in pins and not [p for p in pins if "+" in p]
+    if model_type == "mlp":
+        assert [p for p in pins if p.startswith("torch==")]
+
+    source = str(Path(catalog.__file__).resolve().parents[1])
+    (tmp_path / "rows.json").write_text(rows.to_json(orient="split"))
+    loaded = _python(LOAD_WITHOUT_THE_LIBRARY, source, info.model_uri, str(tmp_path / "rows.json"), home=tmp_path)
+    assert "/library/mlops_sandbox/" in loaded["library"] and not loaded["library"].startswith(source)
     np.testing.assert_allclose(loaded["predictions"], model.predict(rows), rtol=1e-6)
+
+
+def test_where_the_library_is_installed_a_model_loaded_first_does_not_replace_it(table, tmp_path, local_mlflow):
+    """A notebook in the project's image that loads a model before importing the library still imports the
+    installed library, not the model's copy (which may be older)."""
+    import mlflow
+
+    from mlops_sandbox.train.mlflow_model import log_model
+
+    model = fit(table[table.split == "train"], HOUSE_PRICES, "linear")
+    with mlflow.start_run(experiment_id=local_mlflow):
+        info = log_model(model, table.head(5), tmp_dir=tmp_path)
+    installed = str(Path(catalog.__file__).resolve().parents[1])
+    loaded = _python(LOAD_FIRST_WHERE_THE_LIBRARY_IS_INSTALLED, info.model_uri, home=tmp_path)
+    assert loaded["library"].startswith(installed) and loaded["serve"].startswith(installed)
