@@ -27,11 +27,13 @@ class AirflowAPI:
 
     def token(self) -> str:
         if self._token is None:
-            resp = requests.post(
-                f"{self.base}/auth/token",
-                json={"username": self.settings.airflow_admin_user, "password": self.settings.airflow_admin_password},
-                timeout=self.timeout,
-            )
+            login = {"username": self.settings.airflow_admin_user, "password": self.settings.airflow_admin_password}
+            try:
+                resp = requests.post(f"{self.base}/auth/token", json=login, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                raise AirflowUnavailable(f"Airflow login: no answer ({err})") from err
+            if resp.status_code >= 500:
+                raise AirflowUnavailable(f"Airflow login: HTTP {resp.status_code}: {resp.text[:500]}")
             resp.raise_for_status()
             self._token = resp.json()["access_token"]
         return self._token
@@ -85,9 +87,12 @@ class AirflowAPI:
         deadline = time.monotonic() + timeout
         state = "unknown"
         while True:
-            try:
-                if progress is not None:
+            if progress is not None:
+                try:
                     progress()
+                except AirflowUnavailable as err:  # the run's own state still decides
+                    log.warning("%s", err)
+            try:
                 state = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
             except AirflowUnavailable as err:
                 if time.monotonic() > deadline:

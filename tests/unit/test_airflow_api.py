@@ -48,3 +48,15 @@ def test_a_client_error_is_not_waited_out_and_unavailability_has_a_bound(monkeyp
     assert not isinstance(refused.value, AirflowUnavailable)
     with pytest.raises(AirflowUnavailable, match="HTTP 503"):
         _api(monkeypatch, [Answer(503)] * 3).wait("training_pipeline", "x", timeout=0, poll=0)
+
+
+def test_progress_that_fails_while_airflow_is_unavailable_does_not_hide_the_runs_state(monkeypatch):
+    answers = [Answer(503), Answer(200, {"state": "success"})]
+    api = _api(monkeypatch, answers)
+    shown = []
+
+    def progress():
+        shown.append(api.call("GET", "/dags/training_pipeline/dagRuns/x/taskInstances"))
+
+    assert api.wait("training_pipeline", "x", timeout=30, poll=0, progress=progress) == "success"
+    assert shown == [] and answers == []
