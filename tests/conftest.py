@@ -162,9 +162,12 @@ class PlainPython:
         self.folder, self.env = folder, env
 
     def install(self, *args: str) -> None:
-        """`pip install args`, from the indexes this machine's pip is set up with."""
+        """`pip install args`, from the indexes this machine's pip is set up with, and TORCH_INDEX_URL if set
+        (PyTorch's CPU wheels, as the images use)."""
+        torch = ["--extra-index-url", os.environ["TORCH_INDEX_URL"]] if os.environ.get("TORCH_INDEX_URL") else []
+        pip = [self.folder / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         done = subprocess.run(
-            [self.folder / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+            [*pip, *torch, *args],
             capture_output=True,
             text=True,
             timeout=900,
