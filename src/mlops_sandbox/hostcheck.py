@@ -18,7 +18,9 @@ The same list stops cross-site request forgery. A page on any site may send a fo
 a body without a type) to `http://localhost:8000/predict` without reading the answer: the Host is right, and
 no CORS preflight is asked for. The browser names the page's site in `Origin`. So a request that can change
 something (any method but GET, HEAD and OPTIONS) or opens a WebSocket is refused with 403 when it carries an
-`Origin` whose host is not allowed (`null`, a sandboxed page or a file, included). Clients that are not
+`Origin` whose host is not allowed (`null`, a sandboxed page or a file, included; an IP address only when it is
+a loopback one or the request's own). An allowed name is allowed on any port: a page of this machine's
+`localhost` may post, as the machine's own user could anyway. Clients that are not
 browsers (curl, requests, the other containers) send no `Origin`, and the service's own pages (Swagger UI,
 Airflow's and Evidently's UIs) send their own.
 
@@ -80,12 +82,19 @@ class AllowedHosts:
         name = parsed[0].removesuffix(".")
         return name in self.names or (bool(self.suffixes) and name.endswith(self.suffixes)) or _is_address(name)
 
-    def allows_origin(self, origin: str) -> bool:
-        """Whether a browser's `Origin` header (`scheme://host[:port]`) names an allowed host."""
-        scheme, separator, host = origin.partition("://")
-        if not separator or scheme.lower() not in ("http", "https") or "/" in host or "@" in host:
+    def allows_origin(self, origin: str, host: str) -> bool:
+        """Whether a browser's `Origin` header (`scheme://host[:port]`) names one of these hosts, for a request
+        whose `Host` header is `host`. An address is not allowed as such here (a hostile page may well be
+        served from one): only a loopback address, or the address the request itself was sent to."""
+        scheme, separator, named = origin.partition("://")
+        parsed = _name_and_port(named.lower()) if separator and "/" not in named and "@" not in named else None
+        if scheme.lower() not in ("http", "https") or parsed is None:
             return False
-        return self.allows(host)
+        name = parsed[0].removesuffix(".")
+        if _is_address(name):
+            own = _name_and_port(host.lower())
+            return ipaddress.ip_address(name).is_loopback or (own is not None and own[0] == name)
+        return name in self.names or (bool(self.suffixes) and name.endswith(self.suffixes))
 
     def __repr__(self) -> str:
         listed = sorted(self.names) + [f"*{suffix}" for suffix in self.suffixes]
@@ -146,7 +155,7 @@ class HostCheck:
         if hosts != 1 or not self.allowed.allows(host):  # no Host, or two: which one would the app read?
             return await self._refuse(scope, send, 400, self.body)
         changes = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
-        if origin is not None and changes and not self.allowed.allows_origin(origin):
+        if origin is not None and changes and not self.allowed.allows_origin(origin, host):
             return await self._refuse(scope, send, 403, self.cross_site)
         return await self.app(scope, receive, send)
 

@@ -60,3 +60,20 @@ def test_progress_that_fails_while_airflow_is_unavailable_does_not_hide_the_runs
 
     assert api.wait("training_pipeline", "x", timeout=30, poll=0, progress=progress) == "success"
     assert shown == [] and answers == []
+
+
+def test_a_login_while_airflow_is_unavailable_is_waited_out_too(monkeypatch):
+    logins = [requests.ConnectionError("refused"), Answer(503), Answer(200, {"access_token": "t"})]
+
+    def post(url, **kwargs):
+        answer = logins.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        answer.raise_for_status = lambda: None
+        return answer
+
+    api = _api(monkeypatch, [Answer(200, {"state": "failed"})])
+    api._token = None
+    monkeypatch.setattr(airflow_api.requests, "post", post)
+    assert api.wait("training_pipeline", "x", timeout=30, poll=0) == "failed"
+    assert logins == [] and api.token() == "t"

@@ -124,7 +124,16 @@ def _from(method: str, origin: bytes | None, host: bytes = b"localhost:8000") ->
 
 @pytest.mark.parametrize(
     "origin",
-    [b"http://evil.example", b"https://evil.example:8000", b"null", b"http://localhost.evil.example", b"file://"],
+    [
+        b"http://evil.example",
+        b"https://evil.example:8000",
+        b"null",
+        b"http://localhost.evil.example",
+        b"file://",
+        b"http://203.0.113.7",  # a page served from an address: no DNS rebinding needed, but still another site
+        b"https://[2001:db8::1]",
+        b"http://192.168.1.50:8000",
+    ],
 )
 def test_a_cross_site_post_is_refused_with_403_naming_the_setting(origin):
     """What a hostile page's form or fetch sends to a service on this machine: the right Host, its own Origin."""
@@ -142,12 +151,19 @@ def test_a_cross_site_post_is_refused_with_403_naming_the_setting(origin):
         ("POST", b"http://127.0.0.1:8000"),
         ("POST", b"http://predictor:8000"),
         ("PUT", b"http://localhost:3000"),  # a page of this machine's, on another port
+        ("POST", b"http://[::1]:8000"),
         ("GET", b"http://evil.example"),  # reads: the Host check and the browser's same-origin rule cover them
         ("OPTIONS", b"http://evil.example"),
     ],
 )
 def test_requests_without_a_foreign_origin_and_reads_pass(method, origin):
     reached, sent = _call("localhost,predictor", _from(method, origin))
+    assert len(reached) == 1 and sent[0]["status"] == 204
+
+
+def test_a_page_on_the_address_the_request_was_sent_to_may_post():
+    """The stack opened to a network (BIND_ADDRESS) and browsed by its address: the page and the request share it."""
+    reached, sent = _call("localhost", _from("POST", b"http://192.168.1.50:8000", host=b"192.168.1.50:8000"))
     assert len(reached) == 1 and sent[0]["status"] == 204
 
 

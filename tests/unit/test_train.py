@@ -16,6 +16,7 @@ from mlops_sandbox.simulate import batch_times, generate_batch
 from mlops_sandbox.train import TabularModel, evaluate, fit
 from mlops_sandbox.train.mlflow_model import TabularPyfunc, save_artifacts
 from mlops_sandbox.train.mlp import MLPConfig
+from mlops_sandbox.train.models import model_input
 
 HOUSE_PRICES = get_schema("house_prices")
 MODEL_TYPES = sorted(catalog.MODEL_TYPES)
@@ -223,3 +224,22 @@ def test_where_the_library_is_installed_a_model_loaded_first_does_not_replace_it
     installed = str(Path(catalog.__file__).resolve().parents[1])
     loaded = _python(LOAD_FIRST_WHERE_THE_LIBRARY_IS_INSTALLED, info.model_uri, home=tmp_path)
     assert loaded["library"].startswith(installed) and loaded["serve"].startswith(installed)
+
+
+def test_the_prediction_service_takes_a_logged_models_numpy_path(table, tmp_path, local_mlflow):
+    """The pyfunc class is pickled by value (a class of its own once loaded), and the service still finds the
+    `TabularModel` inside and predicts with `predict_columns`, equal to the pyfunc's answers."""
+    import mlflow
+
+    from mlops_sandbox.serve.model import _unwrap
+    from mlops_sandbox.train.mlflow_model import log_model
+
+    model = fit(table[table.split == "train"], HOUSE_PRICES, "linear")
+    rows = table[table.split == "test"].head(20)
+    with mlflow.start_run(experiment_id=local_mlflow):
+        info = log_model(model, rows.head(5), tmp_dir=tmp_path)
+    pyfunc = mlflow.pyfunc.load_model(info.model_uri)
+    inner = _unwrap(pyfunc)
+    assert isinstance(inner, TabularModel)
+    columns = {c: rows[c].tolist() for c in HOUSE_PRICES.feature_names}
+    np.testing.assert_allclose(inner.predict_columns(columns), pyfunc.predict(model_input(rows, HOUSE_PRICES)))
