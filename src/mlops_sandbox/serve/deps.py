@@ -4,14 +4,16 @@ Each provider is `async` so that FastAPI awaits it on the event loop: a plain `d
 thread-pool hop on every request. A test swaps one with `app.dependency_overrides[get_production] = ...`.
 Overrides reach the routes only: the lifespan (registry poller, capture writer) uses `app.state` itself.
 
-`/predict` takes all it needs as one `Predictor`: each dependency costs FastAPI tens of microseconds per
-request, which on a one-record prediction is as much as the model.
+`/predict` and `/invocations` take no FastAPI dependency or parameter at all: solving them cost about a third
+of a one-record request, more than the model. They read the app's `Predictor` (`predictor_of(request)`) and the
+caller's ids (`caller_ids(request)`) themselves, and `CALLER_ID_PARAMETERS` documents those headers.
 """
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 
 from mlops_sandbox.config import Settings
 from mlops_sandbox.serve.body import BodyReader
@@ -48,11 +50,51 @@ class Predictor:
     shadow: ShadowScorer | None
 
 
-async def get_predictor(request: Request) -> Predictor:
+def predictor_of(request: Request) -> Predictor:
+    """What the prediction routes use, as `create_app` set it (a test may set another on `app.state`)."""
     return request.app.state.predictor
+
+
+MAX_ID_CHARS = 128  # X-Request-ID and X-Client-ID
+CALLER_ID_HEADERS = ("x-request-id", "x-client-id")
+
+
+def caller_ids(request: Request) -> tuple[str | None, str | None]:
+    """The caller's `X-Request-ID` and `X-Client-ID` (None when not sent); a 422 naming the header, as FastAPI
+    gives for a declared `Header(max_length=128)`, when one is longer."""
+    values = [request.headers.get(name) for name in CALLER_ID_HEADERS]
+    errors = [
+        {
+            "type": "string_too_long",
+            "loc": ("header", name),
+            "msg": f"String should have at most {MAX_ID_CHARS} characters",
+            "input": value,
+            "ctx": {"max_length": MAX_ID_CHARS},
+        }
+        for name, value in zip(CALLER_ID_HEADERS, values, strict=True)
+        if value is not None and len(value) > MAX_ID_CHARS
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+    return values[0], values[1]
+
+
+# The two headers in the OpenAPI document of the routes that read them with `caller_ids`.
+CALLER_ID_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"anyOf": [{"type": "string", "maxLength": MAX_ID_CHARS}, {"type": "null"}], "title": title},
+    }
+    for name, title, description in (
+        ("x-request-id", "X-Request-Id", "The caller's own id for the request, kept beside the service's own"),
+        ("x-client-id", "X-Client-Id", "The caller, for a sticky A/B assignment (else the request id is used)"),
+    )
+]
 
 
 SettingsDep = Annotated[Settings, Depends(get_service_settings)]
 ProductionDep = Annotated[ProductionModel, Depends(get_production)]
 ExperimentDep = Annotated[Experiment, Depends(get_experiment)]
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]

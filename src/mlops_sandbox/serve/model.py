@@ -33,14 +33,19 @@ class ServedModel:
     pyfunc: Any = field(repr=False)
     schema: Schema | None = field(default=None, repr=False)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    columnar: Any = field(default=None, init=False, repr=False, compare=False)  # the numpy path, found once
+
+    def __post_init__(self) -> None:
+        inner = _unwrap(self.pyfunc)
+        if inner is not None and hasattr(inner, "predict_columns"):
+            object.__setattr__(self, "columnar", inner.predict_columns)
 
     def predict(self, columns: Mapping[str, Sequence]) -> np.ndarray:
         """Predictions for columns (feature -> values) that the API already validated. A model of ours is
         called on its numpy path (`TabularModel.predict_columns`, equal to its pyfunc's answers); any other
         pyfunc gets a DataFrame with its signature's dtypes."""
-        inner = _unwrap(self.pyfunc)
-        if inner is not None and hasattr(inner, "predict_columns"):
-            return np.asarray(inner.predict_columns(columns), dtype=float)
+        if self.columnar is not None:
+            return np.asarray(self.columnar(columns), dtype=float)
         frame = pd.DataFrame(dict(columns))
         if self.schema is not None:
             from mlops_sandbox.train.models import model_input

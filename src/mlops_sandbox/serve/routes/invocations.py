@@ -24,14 +24,14 @@ import asyncio
 import io
 import json
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from mlops_sandbox.serve.body import over_the_cap, too_many
-from mlops_sandbox.serve.deps import PredictorDep
+from mlops_sandbox.serve.deps import CALLER_ID_PARAMETERS, caller_ids, predictor_of
 from mlops_sandbox.serve.routes.predict import predict_rows, served
 
 router = APIRouter()
@@ -170,16 +170,13 @@ def _problems(err: RequestValidationError) -> Refused:
     return Refused(400, "Failed to enforce schema of data: " + "; ".join(named) + more)
 
 
-@router.post("/invocations", name="invocations", responses=ERRORS)
-async def invocations(
-    request: Request,
-    predictor: PredictorDep,
-    x_request_id: Annotated[str | None, Header(max_length=128)] = None,
-    x_client_id: Annotated[str | None, Header(max_length=128)] = None,
-) -> Response:
+@router.post("/invocations", name="invocations", responses=ERRORS, openapi_extra={"parameters": CALLER_ID_PARAMETERS})
+async def invocations(request: Request) -> Response:
     """Predict in MLflow's scoring protocol (`mlflow models serve`): `{"dataframe_split": ...}`,
     `{"dataframe_records": [...]}`, `{"instances": ...}` or `{"inputs": ...}` as JSON, or a CSV with a header.
     Answers `{"predictions": [...]}`, one per row in order; captured like `/predict`."""
+    predictor = predictor_of(request)
+    x_request_id, x_client_id = caller_ids(request)
     try:
         served(predictor)
         kind = media_type(request.headers.get("content-type"))

@@ -6,17 +6,17 @@ row and many); its OpenAPI description is added by `create_app`, since it depend
 
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from mlops_sandbox.contracts import MODE_OFF, MODE_SHADOW, PRODUCTION, PRODUCTION_VARIANT, prediction_log_lines
 from mlops_sandbox.serve import metrics
 from mlops_sandbox.serve.body import Rows
 from mlops_sandbox.serve.capture import CaptureUnavailable
-from mlops_sandbox.serve.deps import PredictorDep
+from mlops_sandbox.serve.deps import CALLER_ID_PARAMETERS, caller_ids, predictor_of
 from mlops_sandbox.serve.experiment import ShadowJob
 
 router = APIRouter()
@@ -45,13 +45,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 _encode = msgspec.json.Encoder().encode
 
 
-@router.post("/predict", response_model=PredictResponse, name="predict", responses=ERRORS)
-async def predict(
-    request: Request,
-    predictor: PredictorDep,
-    x_request_id: Annotated[str | None, Header(max_length=128)] = None,
-    x_client_id: Annotated[str | None, Header(max_length=128)] = None,
-) -> Response:
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    name="predict",
+    responses=ERRORS,
+    openapi_extra={"parameters": CALLER_ID_PARAMETERS},
+)
+async def predict(request: Request) -> Response:
     """Predict for one record or a batch with the production model.
 
     Every request gets a `request_id` of the service's own (a UUID, also in the answer's `X-Request-ID`
@@ -65,6 +66,8 @@ async def predict(
     and `variant` say which model answered. In shadow mode production answers, and the candidate's predictions
     are captured after the answer.
     """
+    predictor = predictor_of(request)
+    x_request_id, x_client_id = caller_ids(request)
     served(predictor)  # 503 before the body is read when nothing is served
     started = time.perf_counter()
     rows = predictor.reader.read(await request.body())
