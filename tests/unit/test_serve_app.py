@@ -230,6 +230,53 @@ def test_openapi_lists_every_status_the_routes_answer():
         assert {"200", "401", "403"} <= set(paths["/reload"]["post"]["responses"])
 
 
+@pytest.mark.parametrize("route", ["/predict", "/invocations"])
+def test_caller_ids_over_128_characters_are_a_422_naming_the_header_and_nothing_is_captured(route):
+    captured = Captured()
+    body = RECORD if route == "/predict" else {"dataframe_records": [RECORD]}
+    client = _client(_serving(), captured)  # not started: no shipper for this stand-in capture
+    parameters = client.get("/openapi.json").json()["paths"][route]["post"]["parameters"]
+    assert {p["name"]: p["schema"]["anyOf"][0]["maxLength"] for p in parameters} == {
+        "x-request-id": 128,
+        "x-client-id": 128,
+    }
+    for header in ("X-Request-ID", "X-Client-ID"):
+        assert client.post(route, json=body, headers={header: "x" * 128}).status_code == 200
+        resp = client.post(route, json=body, headers={header: "x" * 129})
+        assert resp.status_code == 422, resp.text
+        (error,) = resp.json()["detail"]
+        assert error["loc"] == ["header", header.lower()] and "128 characters" in error["msg"]
+    assert len(captured) == 2  # the two answered requests only
+
+
+def test_the_master_preloads_what_the_served_model_types_import(monkeypatch):
+    """Before it forks its workers, the service imports the serving modules of the model types behind
+    production and staging, read from the registry's REST API; an unknown type or an unreachable registry
+    preloads nothing."""
+    import sys
+
+    from mlops_sandbox.serve import app as serve_app
+
+    assert serve_app.preload_model_types({"linear", "no-such-type"}) == []
+    assert serve_app.preload_model_types({"mlp"}) == ["torch", "torch.nn"] and "torch" in sys.modules
+    unreachable = _settings(mlflow_tracking_uri="http://127.0.0.1:9")  # discard port: refused at once
+    assert serve_app.registered_model_types(unreachable, wait=0) == set()
+
+    class Answer:
+        ok, status_code = True, 200
+
+        def __init__(self, alias: str) -> None:
+            self.alias = alias
+
+        def json(self) -> dict:
+            kind = {"production": "mlp", "staging": "hist_gbt"}[self.alias]
+            tags = [{"key": "scenario", "value": "x"}, {"key": "model_type", "value": kind}]
+            return {"model_version": {"tags": tags}}
+
+    monkeypatch.setattr("requests.get", lambda url, params, timeout: Answer(params["alias"]))
+    assert serve_app.registered_model_types(_settings(mlflow_tracking_uri="http://mlflow:5000")) == {"mlp", "hist_gbt"}
+
+
 def test_model_reports_version_and_lineage(app):
     app.dependency_overrides[deps.get_production] = _serving
     info = TestClient(app).get("/model").json()
@@ -257,7 +304,7 @@ def test_each_predicted_row_is_one_prediction_log_line_with_the_fields_monitorin
     captured = Captured()
     settings, reader = app.state.predictor.settings, app.state.predictor.reader
     predictor = deps.Predictor(settings, _serving(), captured, reader, DeclaredExperiment(), None)
-    app.dependency_overrides[deps.get_predictor] = lambda: predictor
+    app.state.predictor = predictor
     resp = TestClient(app).post("/predict", json=[RECORD, {**RECORD, "area": 1000.0}], headers={"X-Request-ID": "r"})
     assert resp.status_code == 200, resp.text
     assert [list(row) for row in captured] == [

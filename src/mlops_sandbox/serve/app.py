@@ -10,8 +10,11 @@ import contextlib
 import ctypes
 import functools
 import gc
+import importlib
 import json
+import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from fastapi.responses import JSONResponse
 
 from mlops_sandbox import __version__
 from mlops_sandbox.config import Settings, get_settings
-from mlops_sandbox.contracts import PRODUCTION
+from mlops_sandbox.contracts import PRODUCTION, STAGING
 from mlops_sandbox.hostcheck import AllowedHosts, HostCheck
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve import deps, metrics
@@ -35,6 +38,8 @@ from mlops_sandbox.serve.model import ProductionModel
 from mlops_sandbox.serve.reload import poll_registry
 from mlops_sandbox.serve.routes import docs, health, invocations, model, predict
 from mlops_sandbox.serve.routes import metrics as metrics_route
+
+log = logging.getLogger(__name__)
 
 
 def _json_safe(value: Any) -> Any:
@@ -248,17 +253,74 @@ def app() -> FastAPI:
     return create_app()
 
 
+def registered_model_types(
+    settings: Settings, aliases: tuple[str, ...] = (PRODUCTION, STAGING), wait: float = 30.0
+) -> set[str]:
+    """The model types (the `model_type` tag) of the versions behind `aliases` now, as the registry's REST API
+    says. A registry that does not answer yet (MLflow starts beside this service) is asked again for up to
+    `wait` seconds; what it still does not say (no such version, no answer) is left out."""
+    import requests
+
+    if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+        return set()
+    url = f"{settings.mlflow_tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias"
+    deadline, types = time.monotonic() + wait, set()
+    for alias in aliases:
+        while True:
+            try:
+                answer = requests.get(url, params={"name": settings.model_name, "alias": alias}, timeout=3)
+                if answer.status_code < 500:
+                    tags = answer.json()["model_version"].get("tags", []) if answer.ok else []
+                    types |= {tag["value"] for tag in tags if tag.get("key") == "model_type"}
+                    break
+            except requests.RequestException:
+                pass
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                log.info("model type of '%s' not read before the fork: %s", alias, err)
+                break
+            if time.monotonic() >= deadline:
+                log.info("model type of '%s' not read before the fork: the registry did not answer", alias)
+                break
+            time.sleep(1)
+    return types
+
+
+def preload_model_types(types: set[str]) -> list[str]:
+    """Import the serving modules (`ModelType.serving_modules`) of the registered model types among `types`;
+    the modules imported (one that is not installed is skipped, and its worker will say so when it loads)."""
+    from mlops_sandbox import catalog
+
+    imported = []
+    for name in sorted(types & set(catalog.MODEL_TYPES)):
+        for module in catalog.model_type(name).serving_modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                log.warning("model type %s: %s not preloaded: %s", name, module, err)
+                continue
+            imported.append(module)
+    return imported
+
+
 def preloaded() -> FastAPI:
     """The app, for gunicorn's master to build before it forks the workers (`mlops_sandbox.serve.server`): the
     libraries a served model needs are imported here, once, and the objects so far are frozen out of the
-    garbage collector's generations, so that collections in a worker do not touch (and copy) their pages."""
+    garbage collector's generations, so that collections in a worker do not touch (and copy) their pages.
+
+    Besides MLflow and scikit-learn, that is what the model types of the production and staging versions need
+    (torch for an MLP): read from the registry at start. A type that only later comes to be served is imported
+    by each worker when it loads the model, as it would be without this."""
     import mlflow.pyfunc  # noqa: F401 - imported for the workers: the registry client, the model's loader
     import sklearn.compose  # noqa: F401 - what the logged models unpickle
     import sklearn.linear_model  # noqa: F401
 
     import mlops_sandbox.train  # noqa: F401
 
-    application = create_app()
+    settings = get_settings()
+    modules = preload_model_types(registered_model_types(settings))
+    if modules:
+        log.info("imported for the workers before the fork: %s", ", ".join(modules))
+    application = create_app(settings)
     gc.collect()
     gc.freeze()
     return application

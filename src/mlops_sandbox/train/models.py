@@ -46,6 +46,9 @@ class ModelType:
     target_log: bool = False  # fit on log(target) when every target is positive
     config_type: type | None = None
     requirements: tuple[str, ...] = ()  # distributions the logged model needs beyond scikit-learn
+    # modules a fitted model imports to predict: the prediction service imports them before it forks its workers
+    # when production or staging is of this type, so that the workers share them instead of each importing them
+    serving_modules: tuple[str, ...] = ()
 
     def configure(self, config: Any = None, *, epochs: int | None = None, seed: int | None = None) -> Any:
         """The options to fit with: `config` if it is this type's, else the defaults, with `epochs` and `seed`
