@@ -18,10 +18,8 @@ experiment or its candidate changes.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
-import os
-import queue
 import sys
 import threading
 import time
@@ -160,13 +158,17 @@ class ShadowJob:
 
 class ShadowScorer:
     """Shadow predictions off the answer's path: `submit` queues an answered request (never blocks, never
-    raises); a thread of its own, at a lower CPU priority than the requests' (nice +10, on Linux), takes what
-    queued in `window` seconds, has the candidate predict it in one call, and captures a shadow line per row.
+    raises, and wakes nothing but an idle thread); a thread of its own sleeps `window` seconds after the first
+    request queues, takes what queued meanwhile, has the candidate predict it in one call, and captures a
+    shadow line per row. So a request costs a list append, and the thread takes the GIL once per window, not
+    once per request.
 
     Best effort, and bounded: the thread works at most `max_busy` of the time (after a batch that took t
     seconds, it rests t * (1 / max_busy - 1)), and when the candidate falls behind by more than `max_rows` rows,
     the excess is not shadowed (counted in `predictor_shadow_dropped_rows`). So under light load every request
     is shadowed, and at saturation the answers keep at least 1 - max_busy of the CPU while memory stays flat.
+    The thread keeps the process's CPU priority: a lowered one made requests wait behind it for the GIL while
+    the kernel ran others (priority inversion; p99 of one connection 4x, scripts/bench_predictor.py --shadow).
     """
 
     def __init__(
@@ -182,64 +184,72 @@ class ShadowScorer:
         self.max_rows = max_rows
         self.window = window
         self.rest = 1 / max_busy - 1
-        self._jobs: queue.SimpleQueue[ShadowJob | None] = queue.SimpleQueue()
+        self._jobs: collections.deque[ShadowJob] = collections.deque()
         self._queued = 0  # rows submitted and not yet taken
         self._lock = threading.Lock()
+        self._waiting = threading.Event()  # set when the idle thread has work, or is to stop
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the scoring thread (in the worker process: after the fork). A request that arrives while the
         thread holds the GIL waits at most the switch interval for it: 0.5 ms here, not Python's 5 ms."""
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread once what is queued now is scored (at most `timeout` seconds)."""
         if self._thread is not None:
-            self._jobs.put(None)
+            with self._lock:
+                self._stopping = True
+            self._waiting.set()
             self._thread.join(timeout)
             self._thread = None
 
     def submit(self, job: ShadowJob) -> None:
         rows = len(job.records)
         with self._lock:
-            if self._thread is None or self._queued + rows > self.max_rows:
+            if self._thread is None or self._stopping or self._queued + rows > self.max_rows:
                 metrics.SHADOW_DROPPED.inc(rows)
                 return
             self._queued += rows
-        self._jobs.put(job)
+            self._jobs.append(job)
+            first = len(self._jobs) == 1
+        if first:
+            self._waiting.set()
 
-    def _run(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's own nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            jobs, rows, stop = [first], len(first.records), False
-            deadline = time.monotonic() + self.window
-            while rows < SHADOW_BATCH_ROWS:
-                try:
-                    job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
+    def _take(self) -> tuple[list[ShadowJob], bool]:
+        """What queued, up to SHADOW_BATCH_ROWS rows (at least one job), and whether the thread is to stop."""
+        jobs, rows = [], 0
+        with self._lock:
+            while self._jobs and (not jobs or rows + len(self._jobs[0].records) <= SHADOW_BATCH_ROWS):
+                job = self._jobs.popleft()
                 jobs.append(job)
                 rows += len(job.records)
-            with self._lock:
-                self._queued -= rows
-            started = time.monotonic()
-            try:
-                self.score(jobs)
-            except Exception:  # noqa: BLE001 - the thread must outlive any one batch
-                log.exception("shadow scoring failed")
-                metrics.SHADOW_DROPPED.inc(rows)
+            self._queued -= rows
+            if not self._jobs:
+                self._waiting.clear()  # under the lock: a submit after this sees an empty queue and sets it
+            return jobs, self._stopping and not self._jobs
+
+    def _run(self) -> None:
+        while True:
+            self._waiting.wait()
+            if not self._stopping:
+                time.sleep(self.window)  # what queues meanwhile is predicted in the same call
+            jobs, stop = self._take()
+            if jobs:
+                started = time.monotonic()
+                try:
+                    self.score(jobs)
+                except Exception:  # noqa: BLE001 - the thread must outlive any one batch
+                    log.exception("shadow scoring failed")
+                    metrics.SHADOW_DROPPED.inc(sum(len(job.records) for job in jobs))
+                if not self._stopping:
+                    time.sleep((time.monotonic() - started) * self.rest)
             if stop:
                 return
-            time.sleep((time.monotonic() - started) * self.rest)
 
     def score(self, jobs: list[ShadowJob]) -> None:
         """Have the candidate predict `jobs`' rows in one call, and capture one shadow line per row."""
