@@ -10,6 +10,7 @@ Each service checks with its own means: the predictor, Evidently and the Airflow
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from urllib.parse import urlsplit
 
@@ -136,7 +137,7 @@ PRIVILEGES = {
     "mlflow": (1000, ()),
     "predictor": (1000, ()),
     "evidently": (1000, ()),
-    "jupyter": (1000, ()),
+    "jupyter": (int(os.environ.get("JUPYTER_UID") or 1000), ()),  # the owner of notebooks/, as `make` sets it
     "airflow-apiserver": (50000, ()),
     "airflow-dag-processor": (50000, ()),
     "minio": (0, ()),  # the image's user, owning /data: root with no capability

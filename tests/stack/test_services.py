@@ -223,3 +223,64 @@ def test_jupyter_api_needs_the_token(settings):
     with_token = requests.get(url, headers={"Authorization": f"token {settings.jupyter_token}"}, timeout=30)
     assert with_token.status_code == 200
     assert "notebooks" in {item["name"] for item in with_token.json()["content"]}
+
+
+SAVE_A_NOTEBOOK = """
+import json, sys, time, urllib.request
+for _ in range(120):
+    try:
+        urllib.request.urlopen("http://localhost:8888/api", timeout=2)
+        break
+    except OSError:
+        time.sleep(0.5)
+notebook = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+request = urllib.request.Request(
+    "http://localhost:8888/api/contents/attendee/saved-by-an-attendee.ipynb",
+    data=json.dumps(notebook).encode(),
+    method="PUT",
+    headers={"Authorization": "token " + sys.argv[1], "Content-Type": "application/json"},
+)
+print(urllib.request.urlopen(request, timeout=30).status)
+"""
+
+
+def test_jupyter_saves_into_a_notebooks_folder_as_its_owner_and_says_when_it_cannot(
+    compose, settings, tmp_path, monkeypatch
+):
+    """JupyterLab runs as JUPYTER_UID:JUPYTER_GID (what `make` sets from the owner of notebooks/): a notebook
+    saved in it lands in the folder, owned by that user. A folder it cannot write is named at start, with the
+    setting to change."""
+    import os
+    import subprocess
+
+    uid = 4242 if os.getuid() == 0 else os.getuid()  # as root, a uid that is neither root nor the image's user
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    os.chown(folder, uid, uid)
+    monkeypatch.setenv("JUPYTER_UID", str(uid))  # read by compose when it loads compose.yaml
+    monkeypatch.setenv("JUPYTER_GID", str(uid))
+    name = f"jupyter-owner-{uuid.uuid4().hex[:8]}"
+    # beside the stack's notebooks/ (a second mount on the same path would not replace the service's)
+    mount = ["-v", f"{folder}:/home/sandbox/work/attendee", "-e", "NOTEBOOKS_DIR=/home/sandbox/work/attendee"]
+    compose("run", "-d", "--no-deps", "--name", name, *mount, "jupyter")
+    try:
+        saved = subprocess.run(
+            ["docker", "exec", name, "python", "-c", SAVE_A_NOTEBOOK, settings.jupyter_token],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert saved.stdout.strip() == "201", saved.stdout + saved.stderr
+        owner = (folder / "saved-by-an-attendee.ipynb").stat()
+        assert (owner.st_uid, owner.st_gid) == (uid, uid)
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+        assert "cannot save there" not in logs
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+    if os.getuid() == 0:  # a folder another user owns: named at start, and JupyterLab still starts
+        os.chown(folder, 0, 0)
+        folder.chmod(0o755)
+        warned = compose("run", "--rm", "--no-deps", *mount, "jupyter", "--version")
+        assert f"owned by uid 0 (gid 0) but JupyterLab runs as uid {uid}" in warned.stderr, warned.stderr
+        assert "JUPYTER_UID" in warned.stderr and warned.stdout.strip()
