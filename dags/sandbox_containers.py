@@ -3,7 +3,8 @@ image (seed step 13). Airflow's own interpreter never imports the ML libraries.
 
 `PIPELINE_RUNNER` in the scheduler's environment chooses how the container runs:
 - `docker` (the default; compose): a DockerOperator through the scheduler's Docker socket, on the stack's
-  network. The S3 keys go in as private environment, never rendered in the Airflow UI.
+  network. The S3 keys go in as private environment, never rendered in the Airflow UI. The container drops
+  every capability and cannot gain privileges, and a try first removes what an earlier try left running.
 - `kubernetes` (deploy/): a KubernetesPodOperator, one pod per step in the scheduler's namespace, with the same
   image, command and public environment. The S3 keys are not in the task at all: the pod reads them from the
   Kubernetes Secret `PIPELINE_SECRET_NAME`. The pod runs as the image's non-root user on a read-only root
@@ -12,6 +13,7 @@ image (seed step 13). Airflow's own interpreter never imports the ML libraries.
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -114,10 +116,61 @@ def _project_image() -> str:
     return os.environ.get("PROJECT_IMAGE", DEFAULT_PROJECT_IMAGE)
 
 
-def _docker_container(task_id: str, command: list[str], **kwargs) -> BaseOperator:
+# The label on each step container naming its task (`dag_id/task_id/run_id/map_index`), and its try's number.
+STEP_LABEL = "io.mlops-sandbox.step"
+STEP_TRY_LABEL = "io.mlops-sandbox.step.try"
+LOCKED_DOWN = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
+
+
+class LockedDownClient:
+    """A Docker API client whose containers drop every Linux capability and cannot gain privileges (compose's
+    `cap_drop: [ALL]` and `no-new-privileges`), which DockerOperator has no setting for. The rest is the
+    client's own."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def create_host_config(self, **kwargs):
+        return self._client.create_host_config(**kwargs, **LOCKED_DOWN)
+
+
+@functools.cache
+def step_container_class() -> type:
+    """DockerOperator for the ML steps (imported only where the docker runner is used): locked down
+    (`LockedDownClient`), each container labelled with its task and try, and before a try starts its container,
+    it removes any that an earlier try of the same task left behind: one still running after the scheduler
+    was killed mid-step (its task process died without stopping it), or one that was never removed."""
     from airflow.providers.docker.operators.docker import DockerOperator
 
-    return DockerOperator(
+    class StepContainer(DockerOperator):
+        @property
+        def cli(self):
+            return LockedDownClient(self.hook.api_client)
+
+        def execute(self, context):
+            ti = context["ti"]
+            step = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}"
+            self.labels = {**(self.labels or {}), STEP_LABEL: step, STEP_TRY_LABEL: str(ti.try_number)}
+            for left in self.cli.containers(all=True, filters={"label": f"{STEP_LABEL}={step}"}):
+                labels = left.get("Labels") or {}
+                self.log.warning(
+                    "removing container %s (%s) of try %s of this task, left behind: the scheduler stopped while "
+                    "it ran",
+                    left["Id"][:12],
+                    left.get("State", "?"),
+                    labels.get(STEP_TRY_LABEL, "?"),
+                )
+                self.cli.remove_container(left["Id"], force=True)
+            return super().execute(context)
+
+    return StepContainer
+
+
+def _docker_container(task_id: str, command: list[str], **kwargs) -> BaseOperator:
+    return step_container_class()(
         task_id=task_id,
         image=_project_image(),
         command=command,

@@ -59,7 +59,7 @@ def test_stack_selfcheck_runs_check_in_project_container(dagbag, monkeypatch):
     dag = dagbag.dags["stack_selfcheck"]
     assert [t.task_id for t in dag.tasks] == ["check_stack"]
     task = dag.get_task("check_stack")
-    assert task.task_type == "DockerOperator"
+    assert task.task_type == "StepContainer"
     assert task.command == ["mlops-sandbox", "check-stack"]
     assert task.image.startswith("mlops-sandbox/project:")
     assert task.auto_remove == "force"  # failed step containers are removed too
@@ -82,6 +82,55 @@ def test_project_container_takes_image_network_and_env_from_scheduler(monkeypatc
     assert op._private_environment == {"S3_SECRET_ACCESS_KEY": "s3cr3t"}
 
 
+class FakeDocker:
+    """The Docker API calls a step makes, recorded; one container of an earlier try is still running."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return {
+                "images": [{"Id": "image"}],
+                "containers": [{"Id": "c0ffee" * 4, "State": "running", "Labels": {"io.mlops-sandbox.step.try": "1"}}],
+                "create_host_config": {"host": "config", **kwargs},
+                "create_container": {"Id": "new"},
+                "attach": iter([b"done\n"]),
+                "wait": {"StatusCode": 0},
+            }.get(name)
+
+        return call
+
+
+def test_a_step_container_is_locked_down_labelled_and_replaces_what_an_earlier_try_left_running(monkeypatch):
+    """DockerOperator has no cap_drop or security_opt: the step's client adds them to every container's host
+    config. Before the try starts its container, the one an earlier try left running (the scheduler was killed
+    mid-step) is removed; the new one is labelled with its task and try, and removed however it ends."""
+    from types import SimpleNamespace
+
+    from sandbox_containers import STEP_LABEL, STEP_TRY_LABEL, project_container
+
+    monkeypatch.delenv("PIPELINE_RUNNER", raising=False)
+    op = project_container("train", ["mlops-sandbox", "train"])
+    docker = FakeDocker()
+    monkeypatch.setattr(type(op), "hook", SimpleNamespace(api_client=docker, client_created=True))
+    ti = SimpleNamespace(dag_id="training_pipeline", task_id="train", run_id="manual__1", map_index=-1, try_number=2)
+    op.execute({"ti": ti})
+
+    names = [name for name, _, _ in docker.calls]
+    step = "training_pipeline/train/manual__1/-1"
+    assert docker.calls[0] == ("containers", (), {"all": True, "filters": {"label": f"{STEP_LABEL}={step}"}})
+    assert docker.calls[1] == ("remove_container", ("c0ffee" * 4,), {"force": True})
+    assert names.index("remove_container") < names.index("create_container") < names.index("start")
+    (host_config,) = [kwargs for name, _, kwargs in docker.calls if name == "create_host_config"]
+    assert host_config["cap_drop"] == ["ALL"] and host_config["security_opt"] == ["no-new-privileges:true"]
+    (created,) = [kwargs for name, _, kwargs in docker.calls if name == "create_container"]
+    assert created["labels"] == {STEP_LABEL: step, STEP_TRY_LABEL: "2"}
+    assert created["host_config"]["cap_drop"] == ["ALL"]
+    assert docker.calls[-1] == ("remove_container", ("new",), {"force": True})
+
+
 def test_training_pipeline_runs_the_seed_steps_in_order_in_project_containers(dagbag):
     dag = dagbag.dags["training_pipeline"]
     order = ["ingest", "validate", "preprocess", "version_features", "train", "register"]
@@ -89,7 +138,7 @@ def test_training_pipeline_runs_the_seed_steps_in_order_in_project_containers(da
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
     for task in dag.tasks:
-        assert task.task_type == "DockerOperator"
+        assert task.task_type == "StepContainer"
         assert task.command[:3] == ["mlops-sandbox", "pipeline", task.task_id.replace("_", "-")]
         assert "--run-id={{ run_id }}" in task.command
     # daily, and unpausing it (as a manual trigger does) starts no scheduled run on the spot
@@ -110,7 +159,7 @@ def test_monitoring_checks_the_run_window_every_five_minutes_and_fails_on_decay(
         "challenge",
     }
     task = dag.get_task("monitor_window")
-    assert task.task_type == "DockerOperator" and task.retries == 0
+    assert task.task_type == "StepContainer" and task.retries == 0
     assert "--end={{ dag_run.run_after.isoformat() }}" in task.command
     assert task.downstream_task_ids == {"flag_decay", "auto_retrain_on"}
     assert dag.get_task("auto_retrain_on").downstream_task_ids == {"retrain"}
@@ -172,7 +221,7 @@ def test_flag_decay_fails_only_on_decay_and_auto_retrain_is_opt_in(dagbag, monke
 
 
 def docker_steps(dagbag) -> list:
-    steps = [t for dag in dagbag.dags.values() for t in dag.tasks if t.task_type == "DockerOperator"]
+    steps = [t for dag in dagbag.dags.values() for t in dag.tasks if t.task_type == "StepContainer"]
     assert len(steps) == 10  # 6 training steps, monitor_window, challenge, simulate, check_stack
     return steps
 
@@ -214,7 +263,7 @@ def test_pods_read_the_s3_keys_from_the_kubernetes_secret_never_from_the_task(k8
 
 def test_no_docker_operator_is_left_in_kubernetes_mode(k8s_dagbag):
     task_types = {t.task_type for dag in k8s_dagbag.dags.values() for t in dag.tasks}
-    assert "DockerOperator" not in task_types
+    assert not task_types & {"DockerOperator", "StepContainer"}
     assert "KubernetesPodOperator" in task_types
 
 

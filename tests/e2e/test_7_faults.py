@@ -7,11 +7,14 @@
   happens, so the tests after this one find it working.
 - Postgres restarted while `train` runs: Airflow's database and MLflow's backend store go away for seconds.
   The run still succeeds with no one stepping in, and MLflow serves the version it registered.
+- The scheduler killed while `train` runs: the retry removes the container the dead try left, and the run
+  succeeds; no step container of the run is left.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -124,6 +127,51 @@ def test_training_outlives_a_postgres_restart_while_it_trains(settings, compose,
     mv = tracking.get_model_version(settings.model_name_for(SCENARIO), version)
     assert mv.tags["raw_batch_keys"].split(",") == landed and mv.tags["pipeline_run_id"] == run_id
     # one MLflow run for the pipeline run, even if `train` was retried
+    runs = tracking.search_runs(
+        [tracking.get_run(mv.run_id).info.experiment_id], filter_string=f"tags.pipeline_run_id = '{run_id}'"
+    )
+    assert [r.info.run_id for r in runs] == [mv.run_id]
+
+
+def _step_containers(run_id: str) -> list[dict]:
+    """The step containers (`sandbox_containers.STEP_LABEL`) of this pipeline run, running or not."""
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=io.mlops-sandbox.step", "--format", "{{json .}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    containers = [json.loads(line) for line in out.splitlines()]
+    return [c for c in containers if f"/{run_id}/" in c["Labels"]]
+
+
+def test_training_outlives_a_killed_scheduler_and_leaves_no_step_container(settings, compose, airflow, landed):
+    """The scheduler gets SIGKILL while `train`'s container runs: the task's process dies with it and cannot
+    stop that container. Started again, Airflow fails the try whose heartbeat stopped and retries it; the
+    retry first removes what the dead try left, and the run succeeds with one MLflow run. No container of the
+    run is left afterwards, running or stopped."""
+    run_id = airflow.trigger(DAG, {"scenario": SCENARIO, "model_type": "linear", "last_batches": 6})
+    deadline = time.monotonic() + 600
+    while not [c for c in _step_containers(run_id) if "/train/" in c["Labels"] and c["State"] == "running"]:
+        states = airflow.task_states(DAG, run_id)
+        assert "failed" not in states.values() and "upstream_failed" not in states.values(), states
+        assert time.monotonic() < deadline, f"train's container did not start in 600 s: {states}"
+        time.sleep(0.5)
+    compose("kill", "airflow-scheduler")  # SIGKILL: nothing in the scheduler gets to stop the step
+    assert [c for c in _step_containers(run_id) if "/train/" in c["Labels"]], "the killed try's container"
+    compose("start", "airflow-scheduler")
+    state = airflow.wait(DAG, run_id, timeout=900)
+    tis = _task_instances(airflow, run_id)
+    assert state == "success", {task: (ti["state"], ti["try_number"]) for task, ti in tis.items()}
+    assert tis["train"]["try_number"] == 2
+    retry = airflow.call(
+        "GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/train/logs/2", params={"full_content": True}
+    )
+    assert "left behind: the scheduler stopped while it ran" in json.dumps(retry)
+    assert _step_containers(run_id) == []
+    version = json.loads(airflow.xcom(DAG, run_id, "register"))["version"]
+    tracking = use_tracking_server(settings)
+    mv = tracking.get_model_version(settings.model_name_for(SCENARIO), version)
     runs = tracking.search_runs(
         [tracking.get_run(mv.run_id).info.experiment_id], filter_string=f"tags.pipeline_run_id = '{run_id}'"
     )
