@@ -165,7 +165,9 @@ class PlainPython:
         """`pip install args`, from the indexes this machine's pip is set up with, and TORCH_INDEX_URL if set
         (PyTorch's CPU wheels, as the images use)."""
         torch = ["--extra-index-url", os.environ["TORCH_INDEX_URL"]] if os.environ.get("TORCH_INDEX_URL") else []
+        # --no-compile: bytecode is written at first import instead, of what a test imports (half pip's time)
         pip = [self.folder / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        pip.append("--no-compile")
         done = subprocess.run(
             [*pip, *torch, *args],
             capture_output=True,
