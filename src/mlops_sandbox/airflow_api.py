@@ -25,34 +25,30 @@ class AirflowAPI:
         self.timeout = timeout
         self._token: str | None = None
 
+    def _send(self, what: str, method: str, url: str, **kwargs) -> requests.Response:
+        """The answer to one request; AirflowUnavailable when there is none, or it is 5xx."""
+        try:
+            resp = requests.request(method, url, timeout=self.timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise AirflowUnavailable(f"{what}: no answer ({err})") from err
+        if resp.status_code >= 500:
+            raise AirflowUnavailable(f"{what}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp
+
     def token(self) -> str:
         if self._token is None:
             login = {"username": self.settings.airflow_admin_user, "password": self.settings.airflow_admin_password}
-            try:
-                resp = requests.post(f"{self.base}/auth/token", json=login, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as err:
-                raise AirflowUnavailable(f"Airflow login: no answer ({err})") from err
-            if resp.status_code >= 500:
-                raise AirflowUnavailable(f"Airflow login: HTTP {resp.status_code}: {resp.text[:500]}")
+            resp = self._send("Airflow login", "POST", f"{self.base}/auth/token", json=login)
             resp.raise_for_status()
             self._token = resp.json()["access_token"]
         return self._token
 
     def call(self, method: str, path: str, **kwargs) -> Any:
-        try:
-            resp = requests.request(
-                method,
-                f"{self.base}/api/v2{path}",
-                headers={"Authorization": f"Bearer {self.token()}"},
-                timeout=self.timeout,
-                **kwargs,
-            )
-        except (requests.ConnectionError, requests.Timeout) as err:
-            raise AirflowUnavailable(f"Airflow {method} {path}: no answer ({err})") from err
-        if resp.status_code >= 500:
-            raise AirflowUnavailable(f"Airflow {method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        what = f"Airflow {method} {path}"
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        resp = self._send(what, method, f"{self.base}/api/v2{path}", headers=headers, **kwargs)
         if resp.status_code >= 400:
-            raise RuntimeError(f"Airflow {method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+            raise RuntimeError(f"{what}: HTTP {resp.status_code}: {resp.text[:500]}")
         return resp.json()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:

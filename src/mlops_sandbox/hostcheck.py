@@ -80,7 +80,7 @@ class AllowedHosts:
         if parsed is None:
             return False
         name = parsed[0].removesuffix(".")
-        return name in self.names or (bool(self.suffixes) and name.endswith(self.suffixes)) or _is_address(name)
+        return self._listed(name) or _is_address(name)
 
     def allows_origin(self, origin: str, host: str) -> bool:
         """Whether a browser's `Origin` header (`scheme://host[:port]`) names one of these hosts, for a request
@@ -94,6 +94,10 @@ class AllowedHosts:
         if _is_address(name):
             own = _name_and_port(host.lower())
             return ipaddress.ip_address(name).is_loopback or (own is not None and own[0] == name)
+        return self._listed(name)
+
+    def _listed(self, name: str) -> bool:
+        """Whether `name` (lower case, no port, no trailing dot) is one of the names, or under a suffix."""
         return name in self.names or (bool(self.suffixes) and name.endswith(self.suffixes))
 
     def __repr__(self) -> str:
@@ -136,8 +140,8 @@ class HostCheck:
         self.app = app
         self.allowed = allowed if isinstance(allowed, AllowedHosts) else AllowedHosts(allowed)
         where = f" ({setting})" if setting else ""
-        self.body = _detail("Invalid Host header: this service answers to its own host names only" + where)
-        self.cross_site = _detail(
+        self.body = error_body("Invalid Host header: this service answers to its own host names only" + where)
+        self.cross_site = error_body(
             "Cross-site request refused: its Origin is not one of this service's host names" + where
         )
 
@@ -163,10 +167,16 @@ class HostCheck:
     async def _refuse(scope, send, status: int, body: bytes) -> None:
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})  # before the handshake: the server's 403
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, status, body)
 
 
-def _detail(text: str) -> bytes:
+def error_body(text: str) -> bytes:
+    """`{"detail": text}`, as FastAPI words an error, encoded."""
     return json.dumps({"detail": text}).encode()
+
+
+async def send_error(send, status: int, body: bytes) -> None:
+    """Answer with `status` and the JSON `body` over raw ASGI: for a middleware that answers before the app."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

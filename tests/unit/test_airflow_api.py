@@ -65,15 +65,19 @@ def test_progress_that_fails_while_airflow_is_unavailable_does_not_hide_the_runs
 def test_a_login_while_airflow_is_unavailable_is_waited_out_too(monkeypatch):
     logins = [requests.ConnectionError("refused"), Answer(503), Answer(200, {"access_token": "t"})]
 
-    def post(url, **kwargs):
+    api = _api(monkeypatch, [Answer(200, {"state": "failed"})])
+    api._token = None
+    calls = airflow_api.requests.request
+
+    def request(method, url, **kwargs):
+        if not url.endswith("/auth/token"):
+            return calls(method, url, **kwargs)
         answer = logins.pop(0)
         if isinstance(answer, Exception):
             raise answer
         answer.raise_for_status = lambda: None
         return answer
 
-    api = _api(monkeypatch, [Answer(200, {"state": "failed"})])
-    api._token = None
-    monkeypatch.setattr(airflow_api.requests, "post", post)
+    monkeypatch.setattr(airflow_api.requests, "request", request)
     assert api.wait("training_pipeline", "x", timeout=30, poll=0) == "failed"
     assert logins == [] and api.token() == "t"

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from mlops_sandbox import __version__
 from mlops_sandbox.config import Settings, get_settings
 from mlops_sandbox.contracts import PRODUCTION, STAGING
-from mlops_sandbox.hostcheck import AllowedHosts, HostCheck
+from mlops_sandbox.hostcheck import AllowedHosts, HostCheck, error_body, send_error
 from mlops_sandbox.schema import get_schema
 from mlops_sandbox.serve import deps, metrics
 from mlops_sandbox.serve.body import BodyReader, over_the_cap, too_many
@@ -114,10 +114,7 @@ class BodyLimit:
         message = {"more_body": True}
         while message.get("more_body") and message.get("type") != "http.disconnect":
             message = await receive()
-        body = json.dumps({"detail": self._detail()}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, error_body(self._detail()))
 
 
 def s3_capture(settings: Settings) -> PredictionCapture:
