@@ -11,11 +11,13 @@ TORCH_INDEX_URL ?=
 EXERCISES := 8# the workshop's exercises (mlops_sandbox.workshop.EXERCISES)
 PIP_TORCH := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 # JupyterLab runs as the owner of notebooks/ so that it can save there (compose.yaml's jupyter service); a
-# checkout owned by root keeps the image's user. A value in the environment or on the command line wins.
+# checkout owned by root keeps the image's user. A value on the command line, in the environment or in .env wins.
 NOTEBOOKS_OWNER := $(shell stat -c '%u:%g' notebooks 2>/dev/null || stat -f '%u:%g' notebooks 2>/dev/null)
+ifeq ($(shell grep -s -E '^JUPYTER_(UID|GID)=' .env),)
 ifneq ($(filter-out 0,$(firstword $(subst :, ,$(NOTEBOOKS_OWNER)))),)
 export JUPYTER_UID ?= $(firstword $(subst :, ,$(NOTEBOOKS_OWNER)))
 export JUPYTER_GID ?= $(lastword $(subst :, ,$(NOTEBOOKS_OWNER)))
+endif
 endif
 
 .PHONY: help up secrets down ps logs build test test-unit test-dags test-deploy test-stack lint lock bench-stack bench-predictor demo nuke \

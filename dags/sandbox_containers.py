@@ -116,7 +116,10 @@ def _project_image() -> str:
     return os.environ.get("PROJECT_IMAGE", DEFAULT_PROJECT_IMAGE)
 
 
-# The label on each step container naming its task (`dag_id/task_id/run_id/map_index`), and its try's number.
+# The labels on each step container: its stack (the compose network: two stacks on one Docker engine, such as
+# yours and the test stack, have the same scheduled run ids), its task (`dag_id/task_id/run_id/map_index`),
+# and its try's number.
+STACK_LABEL = "io.mlops-sandbox.stack"
 STEP_LABEL = "io.mlops-sandbox.step"
 STEP_TRY_LABEL = "io.mlops-sandbox.step.try"
 LOCKED_DOWN = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
@@ -134,7 +137,7 @@ class LockedDownClient:
         return getattr(self._client, name)
 
     def create_host_config(self, **kwargs):
-        return self._client.create_host_config(**kwargs, **LOCKED_DOWN)
+        return self._client.create_host_config(**{**kwargs, **LOCKED_DOWN})
 
 
 @functools.cache
@@ -153,8 +156,10 @@ def step_container_class() -> type:
         def execute(self, context):
             ti = context["ti"]
             step = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}"
-            self.labels = {**(self.labels or {}), STEP_LABEL: step, STEP_TRY_LABEL: str(ti.try_number)}
-            for left in self.cli.containers(all=True, filters={"label": f"{STEP_LABEL}={step}"}):
+            ours = {STACK_LABEL: str(self.network_mode), STEP_LABEL: step}
+            self.labels = {**(self.labels or {}), **ours, STEP_TRY_LABEL: str(ti.try_number)}
+            filters = {"label": [f"{key}={value}" for key, value in ours.items()]}
+            for left in self.cli.containers(all=True, filters=filters):
                 labels = left.get("Labels") or {}
                 self.log.warning(
                     "removing container %s (%s) of try %s of this task, left behind: the scheduler stopped while "

@@ -109,9 +109,10 @@ def test_a_step_container_is_locked_down_labelled_and_replaces_what_an_earlier_t
     mid-step) is removed; the new one is labelled with its task and try, and removed however it ends."""
     from types import SimpleNamespace
 
-    from sandbox_containers import STEP_LABEL, STEP_TRY_LABEL, project_container
+    from sandbox_containers import STACK_LABEL, STEP_LABEL, STEP_TRY_LABEL, project_container
 
     monkeypatch.delenv("PIPELINE_RUNNER", raising=False)
+    monkeypatch.setenv("STACK_NETWORK", "mlops-sandbox-test")  # another stack on the engine is not touched
     op = project_container("train", ["mlops-sandbox", "train"])
     docker = FakeDocker()
     monkeypatch.setattr(type(op), "hook", SimpleNamespace(api_client=docker, client_created=True))
@@ -120,13 +121,14 @@ def test_a_step_container_is_locked_down_labelled_and_replaces_what_an_earlier_t
 
     names = [name for name, _, _ in docker.calls]
     step = "training_pipeline/train/manual__1/-1"
-    assert docker.calls[0] == ("containers", (), {"all": True, "filters": {"label": f"{STEP_LABEL}={step}"}})
+    mine = [f"{STACK_LABEL}=mlops-sandbox-test", f"{STEP_LABEL}={step}"]
+    assert docker.calls[0] == ("containers", (), {"all": True, "filters": {"label": mine}})
     assert docker.calls[1] == ("remove_container", ("c0ffee" * 4,), {"force": True})
     assert names.index("remove_container") < names.index("create_container") < names.index("start")
     (host_config,) = [kwargs for name, _, kwargs in docker.calls if name == "create_host_config"]
     assert host_config["cap_drop"] == ["ALL"] and host_config["security_opt"] == ["no-new-privileges:true"]
     (created,) = [kwargs for name, _, kwargs in docker.calls if name == "create_container"]
-    assert created["labels"] == {STEP_LABEL: step, STEP_TRY_LABEL: "2"}
+    assert created["labels"] == {STACK_LABEL: "mlops-sandbox-test", STEP_LABEL: step, STEP_TRY_LABEL: "2"}
     assert created["host_config"]["cap_drop"] == ["ALL"]
     assert docker.calls[-1] == ("remove_container", ("new",), {"force": True})
 

@@ -158,7 +158,10 @@ def test_training_outlives_a_killed_scheduler_and_leaves_no_step_container(setti
         assert time.monotonic() < deadline, f"train's container did not start in 600 s: {states}"
         time.sleep(0.5)
     compose("kill", "airflow-scheduler")  # SIGKILL: nothing in the scheduler gets to stop the step
-    assert [c for c in _step_containers(run_id) if "/train/" in c["Labels"]], "the killed try's container"
+    (left,) = [c for c in _step_containers(run_id) if "/train/" in c["Labels"]]  # the killed try's container
+    inspected = subprocess.run(["docker", "inspect", left["ID"]], capture_output=True, text=True, check=True)
+    host = json.loads(inspected.stdout)[0]["HostConfig"]  # locked down like the compose services
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"], host
     compose("start", "airflow-scheduler")
     state = airflow.wait(DAG, run_id, timeout=900)
     tis = _task_instances(airflow, run_id)

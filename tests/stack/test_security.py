@@ -10,7 +10,6 @@ Each service checks with its own means: the predictor, Evidently and the Airflow
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from urllib.parse import urlsplit
 
@@ -137,7 +136,7 @@ PRIVILEGES = {
     "mlflow": (1000, ()),
     "predictor": (1000, ()),
     "evidently": (1000, ()),
-    "jupyter": (int(os.environ.get("JUPYTER_UID") or 1000), ()),  # the owner of notebooks/, as `make` sets it
+    "jupyter": (None, ()),  # the owner of notebooks/ (JUPYTER_UID), as the stack was started: checked below
     "airflow-apiserver": (50000, ()),
     "airflow-dag-processor": (50000, ()),
     "minio": (0, ()),  # the image's user, owning /data: root with no capability
@@ -162,6 +161,12 @@ def test_each_service_runs_with_least_privilege(compose, service):
         assert int(status["Uid"].split()[0]) == uid
     if allowed is not None:
         assert int(status["CapBnd"], 16) == sum(1 << CAP_BITS[name] for name in allowed)
+    if service == "jupyter":  # the user the stack was started with, not root
+        (container,) = compose("ps", "-q", "jupyter").stdout.split()
+        configured = subprocess.run(
+            ["docker", "inspect", "--format", "{{.Config.User}}", container], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert int(status["Uid"].split()[0]) == int(configured.split(":")[0]) != 0, configured
     if service == "postgres":  # the server itself runs as postgres, holding none
         assert int(status["Uid"].split()[0]) != 0 and int(status["CapEff"], 16) == 0
 

@@ -253,12 +253,14 @@ def test_jupyter_saves_into_a_notebooks_folder_as_its_owner_and_says_when_it_can
     import os
     import subprocess
 
-    uid = 4242 if os.getuid() == 0 else os.getuid()  # as root, a uid that is neither root nor the image's user
+    root = os.getuid() == 0
+    # as root, a user that is neither root nor the image's; else the one running the tests, in its own group
+    uid, gid = (4242, 4343) if root else (os.getuid(), os.getgid())
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    os.chown(folder, uid, uid)
+    os.chown(folder, uid, gid)
     monkeypatch.setenv("JUPYTER_UID", str(uid))  # read by compose when it loads compose.yaml
-    monkeypatch.setenv("JUPYTER_GID", str(uid))
+    monkeypatch.setenv("JUPYTER_GID", str(gid))
     name = f"jupyter-owner-{uuid.uuid4().hex[:8]}"
     # beside the stack's notebooks/ (a second mount on the same path would not replace the service's)
     mount = ["-v", f"{folder}:/home/sandbox/work/attendee", "-e", "NOTEBOOKS_DIR=/home/sandbox/work/attendee"]
@@ -272,13 +274,13 @@ def test_jupyter_saves_into_a_notebooks_folder_as_its_owner_and_says_when_it_can
         )
         assert saved.stdout.strip() == "201", saved.stdout + saved.stderr
         owner = (folder / "saved-by-an-attendee.ipynb").stat()
-        assert (owner.st_uid, owner.st_gid) == (uid, uid)
+        assert (owner.st_uid, owner.st_gid) == (uid, gid)
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
         assert "cannot save there" not in logs
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
-    if os.getuid() == 0:  # a folder another user owns: named at start, and JupyterLab still starts
+    if root:  # a folder another user owns: named at start, and JupyterLab still starts
         os.chown(folder, 0, 0)
         folder.chmod(0o755)
         warned = compose("run", "--rm", "--no-deps", *mount, "jupyter", "--version")

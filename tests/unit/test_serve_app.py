@@ -276,6 +276,15 @@ def test_the_master_preloads_what_the_served_model_types_import(monkeypatch):
     monkeypatch.setattr("requests.get", lambda url, params, timeout: Answer(params["alias"]))
     assert serve_app.registered_model_types(_settings(mlflow_tracking_uri="http://mlflow:5000")) == {"mlp", "hist_gbt"}
 
+    class NotTheRegistry(Answer):  # a proxy's page: asked once per alias, not again until the wait is over
+        def json(self) -> dict:
+            raise ValueError("Expecting value: line 1 column 1 (char 0)")
+
+    asked = []
+    monkeypatch.setattr("requests.get", lambda url, params, timeout: asked.append(1) or NotTheRegistry(params["alias"]))
+    assert serve_app.registered_model_types(_settings(mlflow_tracking_uri="http://mlflow:5000"), wait=30) == set()
+    assert len(asked) == 2
+
 
 def test_model_reports_version_and_lineage(app):
     app.dependency_overrides[deps.get_production] = _serving

@@ -266,14 +266,14 @@ def registered_model_types(
         while True:
             try:
                 answer = requests.get(url, params={"name": settings.model_name, "alias": alias}, timeout=3)
-                if answer.status_code < 500:
+            except requests.RequestException:
+                answer = None
+            if answer is not None and answer.status_code < 500:
+                try:  # an answer that is not the registry's (a proxy's page) is not asked again
                     tags = answer.json()["model_version"].get("tags", []) if answer.ok else []
                     types |= {tag["value"] for tag in tags if tag.get("key") == "model_type"}
-                    break
-            except requests.RequestException:
-                pass
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
-                log.info("model type of '%s' not read before the fork: %s", alias, err)
+                except (ValueError, KeyError, TypeError, AttributeError) as err:
+                    log.info("model type of '%s' not read before the fork: %s", alias, err)
                 break
             if time.monotonic() >= deadline:
                 log.info("model type of '%s' not read before the fork: the registry did not answer", alias)

@@ -6,8 +6,8 @@ them at each registry poll, so every worker and every restart agrees (`mlops-san
 them).
 
 - shadow: production answers every request. After the answer, the candidate predicts the same rows
-  (`ShadowScorer`: queued, in batches, in a thread of lower priority) and its predictions are captured as
-  shadow lines beside production's.
+  (`ShadowScorer`: queued, in batches, in a thread of its own that works at most a tenth of the time) and its
+  predictions are captured as shadow lines beside production's.
 - ab: a caller whose key (`X-Client-ID`, else the request id) hashes below the share is answered by the
   candidate (`mlops_sandbox.experiment.assign_variant`: sticky and the same in every worker).
 
@@ -189,6 +189,7 @@ class ShadowScorer:
         self._lock = threading.Lock()
         self._waiting = threading.Event()  # set when the idle thread has work, or is to stop
         self._stopping = False
+        self._stopped = threading.Event()  # cuts the thread's window and rest short when it is to stop
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -196,6 +197,7 @@ class ShadowScorer:
         thread holds the GIL waits at most the switch interval for it: 0.5 ms here, not Python's 5 ms."""
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._stopping = False
+        self._stopped.clear()
         self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
         self._thread.start()
 
@@ -204,6 +206,7 @@ class ShadowScorer:
         if self._thread is not None:
             with self._lock:
                 self._stopping = True
+            self._stopped.set()
             self._waiting.set()
             self._thread.join(timeout)
             self._thread = None
@@ -221,7 +224,8 @@ class ShadowScorer:
             self._waiting.set()
 
     def _take(self) -> tuple[list[ShadowJob], bool]:
-        """What queued, up to SHADOW_BATCH_ROWS rows (at least one job), and whether the thread is to stop."""
+        """What queued, up to SHADOW_BATCH_ROWS rows (a job over that alone), and whether the thread is to
+        stop. Nothing, after a wake-up that found the queue already taken or a stop."""
         jobs, rows = [], 0
         with self._lock:
             while self._jobs and (not jobs or rows + len(self._jobs[0].records) <= SHADOW_BATCH_ROWS):
@@ -236,8 +240,7 @@ class ShadowScorer:
     def _run(self) -> None:
         while True:
             self._waiting.wait()
-            if not self._stopping:
-                time.sleep(self.window)  # what queues meanwhile is predicted in the same call
+            self._stopped.wait(self.window)  # what queues meanwhile is predicted in the same call
             jobs, stop = self._take()
             if jobs:
                 started = time.monotonic()
@@ -246,8 +249,7 @@ class ShadowScorer:
                 except Exception:  # noqa: BLE001 - the thread must outlive any one batch
                     log.exception("shadow scoring failed")
                     metrics.SHADOW_DROPPED.inc(sum(len(job.records) for job in jobs))
-                if not self._stopping:
-                    time.sleep((time.monotonic() - started) * self.rest)
+                self._stopped.wait((time.monotonic() - started) * self.rest)
             if stop:
                 return
 
