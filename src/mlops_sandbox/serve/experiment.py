@@ -167,8 +167,10 @@ class ShadowScorer:
     seconds, it rests t * (1 / max_busy - 1)), and when the candidate falls behind by more than `max_rows` rows,
     the excess is not shadowed (counted in `predictor_shadow_dropped_rows`). So under light load every request
     is shadowed, and at saturation the answers keep at least 1 - max_busy of the CPU while memory stays flat.
-    The thread keeps the process's CPU priority: a lowered one made requests wait behind it for the GIL while
-    the kernel ran others (priority inversion; p99 of one connection 4x, scripts/bench_predictor.py --shadow).
+    The thread keeps the process's CPU priority: a lowered one risks a priority inversion (requests waiting for
+    the GIL behind a thread the kernel does not run). Shadow mode still costs single requests on one connection
+    about 3.6x their p99 on 2 CPUs (scripts/bench_predictor.py --shadow), though the thread held the GIL in
+    2.4 % of the samples py-spy took meanwhile: the cause is not found.
     """
 
     def __init__(
