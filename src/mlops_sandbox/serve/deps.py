@@ -1,12 +1,14 @@
-"""What the routes depend on, read from `app.state` (set once by `create_app`) and overridable in tests.
+"""What the routes depend on, read from `app.state` (set once by `create_app`).
 
-Each provider is `async` so that FastAPI awaits it on the event loop: a plain `def` dependency would cost a
-thread-pool hop on every request. A test swaps one with `app.dependency_overrides[get_production] = ...`.
-Overrides reach the routes only: the lifespan (registry poller, capture writer) uses `app.state` itself.
+The routes other than the prediction ones take FastAPI dependencies, overridable in tests. Each provider is
+`async` so that FastAPI awaits it on the event loop: a plain `def` dependency would cost a thread-pool hop on
+every request. A test swaps one with `app.dependency_overrides[get_production] = ...`. Overrides reach those
+routes only: the lifespan (registry poller, capture writer) uses `app.state` itself.
 
 `/predict` and `/invocations` take no FastAPI dependency or parameter at all: solving them cost about a third
 of a one-record request, more than the model. They read the app's `Predictor` (`predictor_of(request)`) and the
-caller's ids (`caller_ids(request)`) themselves, and `CALLER_ID_PARAMETERS` documents those headers.
+caller's ids (`caller_ids(request)`) themselves, and `CALLER_ID_PARAMETERS` documents those headers. A test
+sets `app.state.predictor`; dependency overrides do not reach them.
 """
 
 from dataclasses import dataclass
@@ -57,6 +59,10 @@ def predictor_of(request: Request) -> Predictor:
 
 MAX_ID_CHARS = 128  # X-Request-ID and X-Client-ID
 CALLER_ID_HEADERS = ("x-request-id", "x-client-id")
+CALLER_ID_DOCS = (  # each header's title and description in the OpenAPI document, in the same order
+    ("X-Request-Id", "The caller's own id for the request, kept beside the service's own"),
+    ("X-Client-Id", "The caller, for a sticky A/B assignment (else the request id is used)"),
+)
 
 
 def caller_ids(request: Request) -> tuple[str | None, str | None]:
@@ -88,10 +94,7 @@ CALLER_ID_PARAMETERS: list[dict[str, Any]] = [
         "description": description,
         "schema": {"anyOf": [{"type": "string", "maxLength": MAX_ID_CHARS}, {"type": "null"}], "title": title},
     }
-    for name, title, description in (
-        ("x-request-id", "X-Request-Id", "The caller's own id for the request, kept beside the service's own"),
-        ("x-client-id", "X-Client-Id", "The caller, for a sticky A/B assignment (else the request id is used)"),
-    )
+    for name, (title, description) in zip(CALLER_ID_HEADERS, CALLER_ID_DOCS, strict=True)
 ]
 
 
