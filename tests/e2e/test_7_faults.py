@@ -14,13 +14,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
+from mlops_sandbox.serve.schema import EXAMPLES
 from mlops_sandbox.storage import get_json, put_json, s3_client
 from mlops_sandbox.tracking import use_tracking_server
 from mlops_sandbox.versioning import DataVersion
@@ -111,15 +115,32 @@ def test_training_outlives_a_paused_minio_and_succeeds_once_it_is_back(settings,
 
 
 def test_training_outlives_a_postgres_restart_while_it_trains(settings, compose, airflow, landed):
+    health = requests.get(f"{settings.predictor_url}/health", timeout=30).json()
+    assert health["model_loaded"], "needs the production model the earlier tests leave"
     run_id = airflow.trigger(DAG, {"scenario": SCENARIO, "model_type": "linear", "last_batches": 6})
     deadline = time.monotonic() + 600
     while (states := airflow.task_states(DAG, run_id)).get("train") != "running":
         assert "failed" not in states.values() and "upstream_failed" not in states.values(), states
         assert time.monotonic() < deadline, f"train did not start in 600 s: {states}"
         time.sleep(0.5)
-    compose("restart", "postgres")  # a fast shutdown: every connection of Airflow and MLflow is cut
+    answers: list[int] = []
+    done = threading.Event()
 
-    state = airflow.wait(DAG, run_id, timeout=900)  # waits out the API server's 5xx while Postgres is down
+    def predict() -> None:  # the service keeps the version it has while the registry's database is away
+        with requests.Session() as session:
+            while not done.is_set():
+                answers.append(session.post(f"{settings.predictor_url}/predict", json=EXAMPLES[SCENARIO]).status_code)
+                time.sleep(0.2)
+
+    sender = threading.Thread(target=predict)
+    sender.start()
+    try:
+        compose("restart", "postgres")  # a fast shutdown: every connection of Airflow and MLflow is cut
+        state = airflow.wait(DAG, run_id, timeout=900)  # waits out the API server's 5xx while Postgres is down
+    finally:
+        done.set()
+        sender.join(30)
+    assert len(answers) > 20 and set(answers) == {200}, answers
     tis = _task_instances(airflow, run_id)
     assert state == "success", {task: (ti["state"], ti["try_number"]) for task, ti in tis.items()}
     version = json.loads(airflow.xcom(DAG, run_id, "register"))["version"]
@@ -133,16 +154,16 @@ def test_training_outlives_a_postgres_restart_while_it_trains(settings, compose,
     assert [r.info.run_id for r in runs] == [mv.run_id]
 
 
-def _step_containers(run_id: str) -> list[dict]:
-    """The step containers (`sandbox_containers.STEP_LABEL`) of this pipeline run, running or not."""
+def _step_containers(run_id: str, task: str) -> list[dict]:
+    """The containers of `task` in this pipeline run on the test stack, running or not, found as `StepContainer`
+    finds an earlier try's: by its stack and step labels."""
+    step = f"{DAG}/{task}/{run_id}/-1"
+    labels = {"io.mlops-sandbox.stack": os.environ.get("STACK_NETWORK", "mlops-sandbox"), "io.mlops-sandbox.step": step}
+    filters = [arg for key, value in labels.items() for arg in ("--filter", f"label={key}={value}")]
     out = subprocess.run(
-        ["docker", "ps", "-a", "--filter", "label=io.mlops-sandbox.step", "--format", "{{json .}}"],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["docker", "ps", "-a", *filters, "--format", "{{json .}}"], capture_output=True, text=True, check=True
     ).stdout
-    containers = [json.loads(line) for line in out.splitlines()]
-    return [c for c in containers if f"/{run_id}/" in c["Labels"]]
+    return [json.loads(line) for line in out.splitlines()]
 
 
 def test_training_outlives_a_killed_scheduler_and_leaves_no_step_container(settings, compose, airflow, landed):
@@ -152,13 +173,13 @@ def test_training_outlives_a_killed_scheduler_and_leaves_no_step_container(setti
     run is left afterwards, running or stopped."""
     run_id = airflow.trigger(DAG, {"scenario": SCENARIO, "model_type": "linear", "last_batches": 6})
     deadline = time.monotonic() + 600
-    while not [c for c in _step_containers(run_id) if "/train/" in c["Labels"] and c["State"] == "running"]:
+    while not [c for c in _step_containers(run_id, "train") if c["State"] == "running"]:
         states = airflow.task_states(DAG, run_id)
         assert "failed" not in states.values() and "upstream_failed" not in states.values(), states
         assert time.monotonic() < deadline, f"train's container did not start in 600 s: {states}"
         time.sleep(0.5)
     compose("kill", "airflow-scheduler")  # SIGKILL: nothing in the scheduler gets to stop the step
-    (left,) = [c for c in _step_containers(run_id) if "/train/" in c["Labels"]]  # the killed try's container
+    (left,) = _step_containers(run_id, "train")  # the killed try's container
     inspected = subprocess.run(["docker", "inspect", left["ID"]], capture_output=True, text=True, check=True)
     host = json.loads(inspected.stdout)[0]["HostConfig"]  # locked down like the compose services
     assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"], host
@@ -171,7 +192,7 @@ def test_training_outlives_a_killed_scheduler_and_leaves_no_step_container(setti
         "GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/train/logs/2", params={"full_content": True}
     )
     assert "left behind: the scheduler stopped while it ran" in json.dumps(retry)
-    assert _step_containers(run_id) == []
+    assert [task for task in tis if _step_containers(run_id, task)] == []
     version = json.loads(airflow.xcom(DAG, run_id, "register"))["version"]
     tracking = use_tracking_server(settings)
     mv = tracking.get_model_version(settings.model_name_for(SCENARIO), version)
