@@ -13,6 +13,10 @@ person's decision by default (trigger `training_pipeline`). With `AUTO_RETRAIN=t
 triggers `training_pipeline` and then `challenge`: the new version is promoted only if it beats production
 on fresh labelled requests, and the decision with its figures goes to `s3://monitoring/<scenario>/decisions/`.
 
+Scheduled runs catch up every window since the last checked one, up to now less the allowed lateness, and
+check again the earlier windows that actuals arrived for since (within `MONITORING_RECHECK_HOURS`): a decay
+such a window shows for the first time fails `flag_decay` too, marked "(late actuals)".
+
 A rerun of a window replaces its results: no duplicates. Nothing here is retried: the next window comes in
 5 minutes. Every task has a timeout, and `wait_for_retraining` gives up on the training run after
 `RETRAIN_WAIT_MINUTES` (the training run goes on), so one run never holds up the next windows for longer.

@@ -61,15 +61,17 @@ def docker_cleanup():
 
 @pytest.fixture(scope="session")
 def compose(docker_services):
-    """Run `docker compose ARGS` on the stack under test; returns the completed process."""
+    """Run `docker compose ARGS` on the stack under test (killed after `timeout` seconds, if given); returns the
+    completed process."""
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", PROJECT, *args],
             capture_output=True,
             text=True,
             check=check,
             cwd=ROOT,
+            timeout=timeout,
         )
 
     return run

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # on retraining), up to this many windows: an older gap is reported in the status as not monitored.
     monitoring_allowed_lateness_seconds: int = Field(default=90, ge=0)
     monitoring_max_catch_up_windows: int = Field(default=288, ge=1)
+    # Actuals that come after their window was checked: scheduled monitoring checks such a window again, for
+    # up to this many hours after its end (0: never). Later ones are not counted.
+    monitoring_recheck_hours: int = Field(default=24, ge=0)
     # Opt-in: on decay the monitoring DAG retrains and promotes a challenger that beats the champion.
     auto_retrain: bool = False
 
@@ -112,6 +115,10 @@ class Settings(BaseSettings):
     # Each `dvc push` / `dvc pull` (versioning.py) is killed after this many seconds, and tried this many times.
     dvc_timeout_seconds: float = Field(default=300.0, gt=0)
     dvc_attempts: int = Field(default=3, ge=1)
+    # Each call to the Evidently UI server (monitoring's snapshots) times out after this many seconds a try, and
+    # is tried this many times in all (monitor.steps.remote_workspace).
+    evidently_timeout_seconds: float = Field(default=60.0, gt=0)
+    evidently_attempts: int = Field(default=3, ge=1)
 
     @property
     def model_name(self) -> str:

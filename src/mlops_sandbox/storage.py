@@ -88,12 +88,18 @@ def ensure_buckets(buckets: list[str], client=None, wait_seconds: float = 60.0) 
     return result
 
 
+def list_objects(client, bucket: str, prefix: str) -> list[dict]:
+    """Every object under `prefix`, as the listing gives it (`Key`, `LastModified`: when it was stored, by the
+    store's clock), sorted by key (all pages of the listing)."""
+    objects: list[dict] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects += page.get("Contents", [])
+    return sorted(objects, key=lambda o: o["Key"])
+
+
 def list_keys(client, bucket: str, prefix: str) -> list[str]:
     """Every key under `prefix`, sorted (all pages of the listing)."""
-    keys: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(keys)
+    return [o["Key"] for o in list_objects(client, bucket, prefix)]
 
 
 def put_json(client, bucket: str, key: str, value: dict) -> None:

@@ -277,6 +277,27 @@ def test_monitoring_window_with_actuals_and_quarantine(settings, compose, servin
     assert set(status["evidently_snapshots"]) <= ids and len(status["evidently_snapshots"]) == 2
 
 
+def test_a_hung_evidently_fails_a_monitoring_run_within_its_bound_and_the_next_run_works(settings, compose, serving):
+    """Evidently's own client sends with no timeout: a paused UI server would hold a monitoring run until its
+    task's timeout (30 min). Bounded, the run fails on its own, naming the server, and the next one works."""
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    compose("run", "--rm", "cli", "traffic", "--rate", "10", "--duration", "3", "--actuals-delay", "1", "--seed", "78")
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    bounds = ("-e", "EVIDENTLY_TIMEOUT_SECONDS=3", "-e", "EVIDENTLY_ATTEMPTS=2")
+    monitor = ("run", "--rm", *bounds, "cli", "monitor", "--start", start.isoformat(), "--end", end.isoformat())
+
+    compose("pause", "evidently")
+    try:
+        hung = compose(*monitor, check=False, timeout=300)
+    finally:
+        compose("unpause", "evidently")
+    assert hung.returncode != 0
+    assert "timed out" in hung.stderr and "evidently" in hung.stderr, hung.stderr[-3000:]
+
+    window = json.loads(compose(*monitor, timeout=300).stdout.strip().splitlines()[-1])
+    assert window["rows"] >= 30 and window["labelled_rows"] >= 30
+
+
 def test_monitoring_dag_flags_decay_on_drifted_traffic(settings, compose, airflow, serving):
     airflow.wait_for_dag("monitoring")
     compose(

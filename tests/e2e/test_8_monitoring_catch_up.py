@@ -3,7 +3,8 @@
 While MinIO is paused the prediction service keeps answering (each answer is on its spool disk first), and
 ships the lines once MinIO is back: late, in windows whose time has passed. The monitoring DAG in catch-up mode
 (what its schedule runs) checks every window from the last checked one up to now less the allowed lateness,
-so every one of those rows is counted in exactly one window's figures.
+so every one of those rows is counted in exactly one window's figures. Their actuals, published only after
+those windows were checked, get each window checked again by the next run: every row is then labelled.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import pytest
 import requests
 
 from mlops_sandbox import loop
-from mlops_sandbox.contracts import checkpoint_key, window_key
+from mlops_sandbox.contracts import actual_record, checkpoint_key, window_key
 from mlops_sandbox.serve.schema import EXAMPLES
 from mlops_sandbox.storage import get_json, s3_client
+from mlops_sandbox.traffic import publish_actuals
 
 pytestmark = pytest.mark.e2e
 SCENARIO = "house_prices"
@@ -64,6 +66,7 @@ def test_rows_shipped_after_an_outage_longer_than_a_window_are_all_monitored(set
     checked = _checked_up_to(settings)
 
     answered: list[str] = []
+    predicted: dict[str, float] = {}
     refused: list[str] = []
     stop = threading.Event()
 
@@ -77,6 +80,7 @@ def test_rows_shipped_after_an_outage_longer_than_a_window_are_all_monitored(set
             )
             if resp.status_code == 200:
                 answered.append(resp.json()["request_id"])
+                predicted[answered[-1]] = resp.json()["predictions"][0]
             else:
                 refused.append(f"{resp.status_code} {resp.text[:200]}")
             time.sleep(0.2)
@@ -111,3 +115,17 @@ def test_rows_shipped_after_an_outage_longer_than_a_window_are_all_monitored(set
     assert datetime.fromisoformat(windows[-1]["window_end"]) >= last_answered - timedelta(seconds=1)
     assert all(w["figures"]["model_versions_seen"] for w in windows if w["figures"]["rows"])
     assert sum(w["figures"]["rows"] for w in windows) == len(answered)  # each row once, none missed
+
+    # the ground truth of those rows comes now, after their windows were checked: the next run checks each again
+    assert sum(w["figures"]["labelled_rows"] for w in windows) == 0
+    actuals = [actual_record(request_id, predicted[request_id]) for request_id in answered]
+    published = datetime.now(UTC)
+    publish_actuals(s3_client(settings), settings.prediction_logs_bucket, SCENARIO, actuals)
+
+    _catch_up(airflow)  # (or a scheduled run that came first: both check the windows of the same checkpoint)
+
+    windows = _chain(settings, checked, after["window_end"])
+    with_rows = [w for w in windows if w["figures"]["rows"]]
+    assert all(datetime.fromisoformat(w["actuals_read_at"]) > published for w in with_rows)  # checked again
+    assert sum(w["figures"]["labelled_rows"] for w in windows) == len(answered)
+    assert all(w["figures"]["mae"] == pytest.approx(0, abs=1e-6) for w in with_rows)  # each actual was its answer

@@ -280,7 +280,7 @@ def stand(trained, monkeypatch, tmp_path):
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 
         def put(self, kind, when, records, name="a"):
-            self.s3.objects[log_key("house_prices", kind, when, name)] = to_jsonl(records)
+            self.s3.put_object(Bucket=kind, Key=log_key("house_prices", kind, when, name), Body=to_jsonl(records))
 
     stand = Stand()
     real_project = steps.evidently_project
@@ -560,3 +560,176 @@ def test_a_catch_up_that_failed_midway_reports_its_decay_next_time_and_a_rerun_c
 
     again = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=25), 5, 0, every_window_decays)
     assert [w["window_start"] for w in again["windows"]] == starts and again["decay"]  # a cleared run: the same
+
+
+def test_actuals_stored_after_their_window_was_checked_get_it_checked_again_by_the_next_run(trained, stand):
+    """Ground truth that comes later than the allowed lateness: the windows it labels were checked without it.
+    The next scheduled run checks those windows again (and only those), so their rows are labelled and their
+    MAE is known; a window past MONITORING_RECHECK_HOURS is not checked again."""
+    from mlops_sandbox.contracts import checkpoint_key, window_key
+    from mlops_sandbox.monitor import steps
+
+    _, model, _ = trained
+    t0 = stand.start  # three hours ago
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 60)
+    frame = generate_batch("house_prices", 13, t0, 20 * 60)
+    lines = log_rows(frame, t0 - timedelta(seconds=60))
+    for line, prediction in zip(lines, model.predict(frame), strict=True):
+        line["prediction"] = float(prediction)
+    stand.put("predictions", t0, lines)
+    checked = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=15), 5, 60)
+    assert [w["labelled_rows"] for w in checked["windows"]] == [0, 0, 0]  # no actual yet: no MAE
+    assert checked["rechecked"] == []
+    second = checked["windows"][1]
+    in_second = [
+        (line, truth)
+        for line, truth in zip(lines, frame["price"], strict=True)
+        if second["window_start"] <= line["timestamp"].replace("Z", "+00:00") < second["window_end"]
+    ]
+    assert len(in_second) == 300
+    published = t0 + timedelta(minutes=30)
+    stand.put("actuals", published, [actual_record(line["request_id"], float(t), published) for line, t in in_second])
+
+    later = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=20), 5, 60)
+
+    assert [w["window_start"] for w in later["rechecked"]] == [second["window_start"]]
+    assert later["rechecked"][0]["labelled_rows"] == 300 and later["rechecked"][0]["mae"] > 0
+    assert later["rows"] == 5 * 60  # the new window's rows: a window checked again is not counted twice
+    status = json.loads(stand.s3.objects[window_key("house_prices", datetime.fromisoformat(second["window_start"]))])
+    assert status["figures"]["labelled_rows"] == 300
+    checkpoint = json.loads(stand.s3.objects[checkpoint_key("house_prices")])
+    still = [w["window_start"] for w in checkpoint["unlabelled"]]
+    assert second["window_start"] not in still and len(still) == 3  # the two others and the new one
+
+    again = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=25), 5, 60)
+    assert again["rechecked"] == []  # nothing new came: nothing is checked twice for the same actuals
+
+    stand.put("actuals", published, [actual_record(f"r{i}", 1.0, published) for i in range(len(lines))], "b")
+    settings = stand.settings.model_copy(update={"monitoring_recheck_hours": 2})
+    past = steps.catch_up(settings, "house_prices", t0 + timedelta(minutes=30), 5, 60)
+    assert past["rechecked"] == []  # those windows ended about three hours ago
+    assert json.loads(stand.s3.objects[checkpoint_key("house_prices")])["unlabelled"] == []
+
+
+def test_a_window_checked_again_for_late_actuals_reports_its_decay(trained, stand):
+    from mlops_sandbox.monitor import steps
+
+    t0 = stand.start
+    every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
+    frame = generate_batch("house_prices", 14, t0, 5 * 60)
+    lines = log_rows(frame, t0)
+    stand.put("predictions", t0, lines)
+    first = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)
+    assert not first["decay"] and first["windows"][0]["labelled_rows"] == 0
+    published = t0 + timedelta(minutes=40)
+    stand.put("actuals", published, [actual_record(line["request_id"], 1e7, published) for line in lines])
+
+    later = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=10), 5, 0, every_window_decays)
+
+    assert later["decay"] and [w["window_start"] for w in later["rechecked"]] == [first["window_start"]]
+    assert any(r.startswith(f"{first['window_start']} (late actuals): ") for r in later["reasons"])
+
+
+def _three_unlabelled_windows(stand, model, seed):
+    """Three checked windows of house sales with no actual yet (5 min each, from `stand.start`): their lines
+    (predicted by `model`), true prices and summaries."""
+    from mlops_sandbox.monitor import steps
+
+    t0 = stand.start
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
+    frame = generate_batch("house_prices", seed, t0, 15 * 60)
+    lines = log_rows(frame, t0)
+    for line, prediction in zip(lines, model.predict(frame), strict=True):
+        line["prediction"] = float(prediction)
+    stand.put("predictions", t0, lines)
+    checked = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=15), 5, 0)
+    assert [w["labelled_rows"] for w in checked["windows"]] == [0, 0, 0]
+    return lines, list(frame["price"]), checked["windows"]
+
+
+def _label(stand, lines, truth, window, name, scale=1.0):
+    published = stand.start + timedelta(minutes=40)
+    labels = [
+        actual_record(line["request_id"], float(t) * scale, published)
+        for line, t in zip(lines, truth, strict=True)
+        if window["window_start"] <= line["timestamp"].replace("Z", "+00:00") < window["window_end"]
+    ]
+    stand.put("actuals", published, labels, name)
+
+
+def test_late_actuals_are_checked_a_few_windows_a_run_and_a_failed_check_is_tried_again(trained, stand, monkeypatch):
+    """A day of actuals at once must not make one run check every window: at most RECHECKS_PER_RUN a run,
+    the rest stay due (the next run checks them without the files being stored again). A window whose check
+    fails does not fail the run, and is checked by the next one."""
+    from mlops_sandbox.monitor import steps
+
+    _, model, _ = trained
+    lines, truth, windows = _three_unlabelled_windows(stand, model, 15)
+    for i, window in enumerate(windows):
+        _label(stand, lines, truth, window, f"w{i}")
+    monkeypatch.setattr(steps, "RECHECKS_PER_RUN", 2)
+    real_run_window = steps.run_window
+
+    def fails_on_the_first_window(settings, scenario, start, end, rule=None):
+        if start.isoformat() == windows[0]["window_start"]:
+            raise OSError("Evidently went away")
+        return real_run_window(settings, scenario, start, end, rule)
+
+    monkeypatch.setattr(steps, "run_window", fails_on_the_first_window)
+    t = stand.start + timedelta(minutes=20)
+    first = steps.catch_up(stand.settings, "house_prices", t, 5, 0)
+    assert [w["window_start"] for w in first["rechecked"]] == [windows[1]["window_start"]]
+    assert [f["window_start"] for f in first["recheck_failed"]] == [windows[0]["window_start"]]
+    assert "Evidently went away" in first["recheck_failed"][0]["error"]
+    assert len(first["windows"]) == 1  # this run's own window was checked
+
+    monkeypatch.setattr(steps, "run_window", real_run_window)
+    second = steps.catch_up(stand.settings, "house_prices", t + timedelta(minutes=5), 5, 0)
+    assert [w["window_start"] for w in second["rechecked"]] == [windows[0]["window_start"], windows[2]["window_start"]]
+    assert all(w["labelled_rows"] == w["rows"] == 300 for w in second["rechecked"])
+
+
+def test_a_window_is_not_checked_again_in_the_run_that_checked_it(trained, stand):
+    """Actuals stored just before a run checks a window are in that check: the run does not check the window
+    a second time for them (a window half labelled stays listed, for the actuals still to come)."""
+    from mlops_sandbox.contracts import checkpoint_key
+    from mlops_sandbox.monitor import steps
+
+    _, model, _ = trained
+    t0 = stand.start
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
+    frame = generate_batch("house_prices", 16, t0, 5 * 60)
+    lines = log_rows(frame, t0)
+    stand.put("predictions", t0, lines)
+    half = [actual_record(line["request_id"], float(p), t0) for line, p in zip(lines, frame["price"], strict=True)]
+    stand.put("actuals", t0 + timedelta(minutes=1), half[:150])
+
+    checked = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)
+
+    assert checked["windows"][0]["labelled_rows"] == 150 and checked["rechecked"] == []
+    (entry,) = json.loads(stand.s3.objects[checkpoint_key("house_prices")])["unlabelled"]
+    assert entry["window_start"] == checked["windows"][0]["window_start"] and not entry.get("due")
+
+
+def test_a_window_that_had_decayed_is_not_reported_again_when_late_actuals_come(trained, stand):
+    """Decay already reported (and maybe retrained on) is not reported a second time by the check its late
+    actuals cause: the run's verdict stays clean, and the re-check says the window had decayed before."""
+    from mlops_sandbox.monitor import steps
+
+    _, model, _ = trained
+    every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)
+    t0 = stand.start
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
+    frame = generate_batch("house_prices", 17, t0, 5 * 60)
+    lines = log_rows(frame, t0)
+    stand.put("predictions", t0, lines)
+    checked = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0, every_window_decays)
+    assert checked["decay"]
+    _label(stand, lines, list(frame["price"]), checked["windows"][0], "late")
+
+    later = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=6), 5, 0, every_window_decays)
+
+    (again,) = later["rechecked"]
+    assert again["decay"] and again["decayed_before"] and again["labelled_rows"] == 300
+    assert not later["decay"] and later["reasons"] == []

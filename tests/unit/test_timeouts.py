@@ -170,3 +170,36 @@ def test_env_example_gives_the_defaults_the_library_and_the_dags_use():
         sys.path.remove(str(root / "dags"))
     for key in ("STEP_TIMEOUT_MINUTES", "TRAIN_TIMEOUT_MINUTES", "RETRAIN_WAIT_MINUTES"):
         assert float(example[key]) == getattr(sandbox_containers, key), key
+
+
+@pytest.fixture
+def evidently_session(monkeypatch):
+    """remote_workspace replaces evidently's `Session` for the process: put it back after."""
+    from evidently.legacy.ui.workspace import remote
+
+    from mlops_sandbox.monitor import steps
+
+    monkeypatch.setattr(remote, "Session", remote.Session)
+    monkeypatch.setattr(steps, "EVIDENTLY_RETRY_BACKOFF", 0.1)
+    return remote
+
+
+def test_evidently_ui_calls_fail_within_their_bound_on_a_server_that_never_answers(unanswering, evidently_session):
+    """Evidently's own client would wait forever: a read is tried EVIDENTLY_ATTEMPTS times of
+    EVIDENTLY_TIMEOUT_SECONDS for a GET, once for a POST (it may have been done: a snapshot added twice)."""
+    import requests
+
+    from mlops_sandbox.monitor.steps import remote_workspace
+
+    settings = Settings(
+        _env_file=None, evidently_url=unanswering.url, evidently_timeout_seconds=0.5, evidently_attempts=3
+    )
+    started = time.monotonic()
+    with pytest.raises(requests.RequestException, match="Read timed out"):
+        remote_workspace(settings)  # it asks the server's version first: a GET
+    assert 1.5 <= time.monotonic() - started < 10
+    assert unanswering.connections == 3
+
+    with pytest.raises(requests.RequestException, match="Read timed out"):
+        evidently_session.Session().post(f"{unanswering.url}/api/projects/p/snapshots", json={})
+    assert unanswering.connections == 4

@@ -42,6 +42,7 @@ from mlops_sandbox.monitor.checks import (
 )
 from mlops_sandbox.monitor.store import (
     load_actuals,
+    load_late_actuals,
     load_predictions,
     previous_status,
     quarantine_logs,
@@ -162,13 +163,58 @@ def upgrade_dashboard(workspace, project) -> list[str]:
     return changed
 
 
+EVIDENTLY_RETRY_BACKOFF = 2.0  # seconds before the second try of a call to the Evidently UI, doubled after
+
+
+def remote_workspace(settings: Settings):
+    """The Evidently UI server's workspace (evidently's `RemoteWorkspace`), with every call bounded: each try
+    times out after EVIDENTLY_TIMEOUT_SECONDS, and a call is tried EVIDENTLY_ATTEMPTS times in all, with
+    exponential backoff. A connection that fails is tried again whatever the call; a read that times out, or a
+    502-504, only for a GET (a POST may have been done: a snapshot added twice).
+
+    Evidently 0.7's client sends through a new `requests.Session` per call, with no timeout: a hung UI server
+    would hold a monitoring run until its task's timeout. So its module's `Session` is replaced (for the whole
+    process) by one with these bounds.
+    """
+    import requests
+    from evidently.legacy.ui.workspace import remote
+    from evidently.ui.workspace import RemoteWorkspace
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    again = settings.evidently_attempts - 1
+    retry = Retry(
+        total=again,
+        connect=again,
+        read=again,
+        status=again,
+        other=0,
+        backoff_factor=EVIDENTLY_RETRY_BACKOFF,
+        status_forcelist=(502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,
+    )
+    timeout = (min(5.0, settings.evidently_timeout_seconds), settings.evidently_timeout_seconds)
+
+    class BoundedSession(requests.Session):
+        def __init__(self):
+            super().__init__()
+            for scheme in ("http://", "https://"):
+                self.mount(scheme, HTTPAdapter(max_retries=retry))
+
+        def send(self, request, **kwargs):
+            kwargs["timeout"] = kwargs.get("timeout") or timeout
+            return super().send(request, **kwargs)
+
+    remote.Session = BoundedSession
+    return RemoteWorkspace(settings.evidently_url)
+
+
 def evidently_project(settings: Settings, scenario: str, workspace=None):
     """The scenario's Evidently UI project, created with its dashboard on first use (one made earlier gets the
-    panels added since: `upgrade_dashboard`). `workspace`: default, the UI server's."""
+    panels added since: `upgrade_dashboard`). `workspace`: default, the UI server's (`remote_workspace`)."""
     if workspace is None:
-        from evidently.ui.workspace import RemoteWorkspace
-
-        workspace = RemoteWorkspace(settings.evidently_url)
+        workspace = remote_workspace(settings)
     name = f"{scenario} monitoring"
     found = workspace.search_project(name)
     if found:
@@ -288,7 +334,8 @@ def run_experiment(
 def run_window(
     settings: Settings, scenario: str, start: datetime, end: datetime, rule: DecayRule | None = None
 ) -> dict:
-    """Monitor [start, end): figures, decay verdict, Evidently snapshots and the JSON status in MinIO.
+    """Monitor [start, end): figures, decay verdict, Evidently snapshots and the JSON status in MinIO. The
+    status says when the window's actuals were read (`actuals_read_at`).
 
     The production model's figures cover the rows production answered; a serving experiment's lines are
     compared on their own (`run_experiment`) and counted in the status's `excluded_rows`.
@@ -304,6 +351,7 @@ def run_window(
     window = load_predictions(client, settings.prediction_logs_bucket, schema, start, end)
     quarantine_logs(client, settings.prediction_logs_bucket, bucket, scenario, window.quarantined)
     current = window.predictions
+    actuals_read_at = datetime.now(UTC)  # what is stored after this is late for this check (`recheck_late_actuals`)
     actuals = load_actuals(
         client, settings.prediction_logs_bucket, scenario, start, datetime.now(UTC) + timedelta(hours=1)
     )
@@ -332,6 +380,7 @@ def run_window(
     status = status_object(
         scenario, start, end, figures, reasons, model_info, window.quarantined, rule, excluded, experiment
     )
+    status["actuals_read_at"] = actuals_read_at.isoformat()
 
     previous = previous_status(client, bucket, scenario, start)
     status["evidently_snapshots"] = _replace_snapshots(settings, scenario, snapshots, previous)
@@ -368,10 +417,16 @@ def catch_up(
     summary also covers the windows the failed one checked (its decay is not lost). A rerun of the same run
     (the same `until`: a cleared Airflow run) checks that run's windows again.
 
+    Actuals later than the watermark are not lost either: the checkpoint lists the checked windows that still
+    had rows without an actual (for MONITORING_RECHECK_HOURS after their end), and each run checks again those
+    that have since received one (`recheck_late_actuals`).
+
     Returns:
         One summary (`window_summary`'s fields over all the windows: the first start, the last end, decay if
-        any window decayed, each reason prefixed by its window), with `windows` (each window's summary) and
-        `not_monitored` (None, or the span left out and why).
+        any window decayed, each reason prefixed by its window), with `windows` (each window's summary),
+        `rechecked` (the summaries of earlier windows checked again for their late actuals: a decay they did not
+        show before counts, with its reasons, but their rows do not), `recheck_failed` and `not_monitored`
+        (None, or the span left out and why).
     """
     if window_minutes < 1:
         raise ValueError("window_minutes must be at least 1")
@@ -404,28 +459,47 @@ def catch_up(
         start = oldest
     run = {"until": until.isoformat(), "from": carried[0]["window_start"] if carried else start.isoformat()}
 
+    earlier: list[dict] = checkpoint.get("unlabelled", [])  # windows waiting for actuals: `recheck_late_actuals`
+    late_listed: str | None = checkpoint.get("late_actuals_listed_at")
+    waiting: list[dict] = []  # those of this run
+
     def save(at: datetime, done: bool = False) -> None:
-        put_json(
-            client,
-            bucket,
-            key,
-            {"watermark": at.isoformat(), "window_minutes": window_minutes, "run": run | {"done": done}},
-        )
+        value = {
+            "watermark": at.isoformat(),
+            "window_minutes": window_minutes,
+            "run": run | {"done": done},
+            "unlabelled": sorted(earlier + waiting, key=lambda w: w["window_start"]),
+            "late_actuals_listed_at": late_listed,
+        }
+        put_json(client, bucket, key, value)
 
     save(start)
     windows = list(carried)
     while start < watermark:
         end = min(start + length, watermark)
-        windows.append(window_summary(run_window(settings, scenario, start, end, rule)))
+        status = run_window(settings, scenario, start, end, rule)
+        windows.append(window_summary(status))
+        earlier = [w for w in earlier if w["window_start"] != status["window_start"]]  # a rerun's window
+        waiting = _with_unlabelled(waiting, status)
         save(end)
         start = end
+
+    def save_earlier(still_waiting: list[dict]) -> None:
+        nonlocal earlier
+        earlier = still_waiting
+        save(start)
+
+    late = recheck_late_actuals(settings, scenario, client, earlier, late_listed, rule, save_earlier)
+    late_listed = late["listed_at"]
     save(start, done=True)  # the watermark, or a checkpoint already past it (an earlier run with less lateness)
     several = len(windows) > 1
+    newly_decayed = [w for w in late["rechecked"] if w["decay"] and not w["decayed_before"]]
     return {
         "window_start": windows[0]["window_start"] if windows else None,
         "window_end": windows[-1]["window_end"] if windows else None,
-        "decay": any(w["decay"] for w in windows),
-        "reasons": [f"{w['window_start']}: {r}" if several else r for w in windows for r in w["reasons"]],
+        "decay": any(w["decay"] for w in windows + newly_decayed),
+        "reasons": [f"{w['window_start']}: {r}" if several else r for w in windows for r in w["reasons"]]
+        + [f"{w['window_start']} (late actuals): {r}" for w in newly_decayed for r in w["reasons"]],
         "rows": sum(w["rows"] for w in windows),
         "labelled_rows": sum(w["labelled_rows"] or 0 for w in windows),
         "drift_share": windows[-1]["drift_share"] if windows else None,
@@ -433,8 +507,96 @@ def catch_up(
         "quarantined_files": sum(w["quarantined_files"] for w in windows),
         "watermark": watermark.isoformat(),
         "windows": windows,
+        "rechecked": late["rechecked"],
+        "recheck_failed": late["failed"],
         "not_monitored": not_monitored,
     }
+
+
+LATE_MARGIN = timedelta(seconds=30)  # for the store's clock against this one's: a file inside it is read again
+RECHECKS_PER_RUN = 12  # more wait for the next run (they stay due), so that a run stays short
+
+
+def _with_unlabelled(unlabelled: list[dict], status: dict) -> list[dict]:
+    """`unlabelled` after `status`: its window listed, with when its actuals were read, while production
+    answered rows in it that have no actual yet; not listed once every row has one."""
+    others = [w for w in unlabelled if w["window_start"] != status["window_start"]]
+    figures = status["figures"]
+    if "labelled_rows" not in figures or figures["labelled_rows"] >= figures["rows"]:  # no model: no MAE to mend
+        return others
+    entry = {k: status[k] for k in ("window_start", "window_end", "actuals_read_at")}
+    return sorted([*others, entry], key=lambda w: w["window_start"])
+
+
+def _mark_due(settings: Settings, scenario: str, client, waiting: list[dict], stored_after: datetime) -> None:
+    """Mark `due` each window of `waiting` that one of the actuals stored after `stored_after` (and after the
+    window's own check) labels a row of."""
+    read_at = {w["window_start"]: pd.Timestamp(w["actuals_read_at"]) - LATE_MARGIN for w in waiting}
+    first = min(datetime.fromisoformat(w["window_start"]) for w in waiting)
+    stored_after = max(stored_after, min(read_at.values()).to_pydatetime())
+    logs = settings.prediction_logs_bucket
+    late = load_late_actuals(client, logs, scenario, first, stored_after)
+    open_windows = [w for w in waiting if not w.get("due")]
+    if not len(late) or not open_windows:
+        return
+    last = max(datetime.fromisoformat(w["window_end"]) for w in open_windows)
+    predicted = load_predictions(client, logs, get_schema(scenario), first, last).predictions
+    labelled = predicted[[*ACTUAL_KEY, "timestamp"]].merge(late[[*ACTUAL_KEY, "stored"]], on=ACTUAL_KEY)
+    for entry in open_windows:
+        start, end = pd.Timestamp(entry["window_start"]), pd.Timestamp(entry["window_end"])
+        in_window = (labelled["timestamp"] >= start) & (labelled["timestamp"] < end)
+        if (in_window & (labelled["stored"] > read_at[entry["window_start"]])).any():
+            entry["due"] = True
+
+
+def recheck_late_actuals(
+    settings: Settings,
+    scenario: str,
+    client,
+    waiting: list[dict],
+    listed_at: str | None,
+    rule: DecayRule | None = None,
+    save=lambda still_waiting: None,
+) -> dict:
+    """Check again the windows of `waiting` that have received late actuals: its figures, decay verdict,
+    snapshots and status are replaced (`run_window`), so a label that comes after its window was checked still
+    counts.
+
+    `waiting` lists checked windows with rows that had no actual yet, each with when its actuals were read
+    (`actuals_read_at`); `listed_at` is when the previous run listed the actuals stored since (files stored
+    before were seen then). A window is `due` when an actual of one of its rows was stored after its check. At
+    most RECHECKS_PER_RUN due windows are checked again, oldest first; the rest, and any whose check failed,
+    stay due for the next run. `save` gets the list as it changes. A window that ended more than
+    MONITORING_RECHECK_HOURS ago leaves the list: later actuals are not counted (`mlops-sandbox monitor --start
+    --end` checks any window again).
+
+    Returns `rechecked` (each window's summary, with `decayed_before`: its verdict before), `failed` (window and
+    error) and `listed_at` (this run's, for the next).
+    """
+    now = datetime.now(UTC)
+    horizon = now - timedelta(hours=settings.monitoring_recheck_hours)
+    waiting = [dict(w) for w in waiting if datetime.fromisoformat(w["window_end"]) > horizon]
+    result: dict = {"rechecked": [], "failed": [], "listed_at": listed_at}
+    if waiting:
+        since = datetime.fromisoformat(listed_at) - LATE_MARGIN if listed_at else datetime.min.replace(tzinfo=UTC)
+        _mark_due(settings, scenario, client, waiting, since)
+        result["listed_at"] = now.isoformat()
+    save(waiting)
+    bucket = settings.monitoring_bucket
+    for entry in [w for w in waiting if w.get("due")][:RECHECKS_PER_RUN]:
+        start, end = datetime.fromisoformat(entry["window_start"]), datetime.fromisoformat(entry["window_end"])
+        before = previous_status(client, bucket, scenario, start)
+        try:
+            status = run_window(settings, scenario, start, end, rule)
+        except Exception as err:  # noqa: BLE001 - the next run tries again; this run's own windows stand
+            log.warning("%s: window %s not checked again: %s", scenario, entry["window_start"], err)
+            result["failed"].append({"window_start": entry["window_start"], "error": str(err)[:300]})
+            continue
+        log.info("%s: window %s checked again for its late actuals", scenario, entry["window_start"])
+        result["rechecked"].append(window_summary(status) | {"decayed_before": bool(before.get("decay"))})
+        waiting = _with_unlabelled([w for w in waiting if w is not entry], status)
+        save(waiting)
+    return result
 
 
 def _checked_windows(client, bucket: str, scenario: str, start: datetime, end: datetime) -> list[dict]:
@@ -457,7 +619,8 @@ def project_snapshots(settings: Settings, scenario: str) -> list[dict]:
     import requests
 
     _, project = evidently_project(settings, scenario)
-    resp = requests.get(f"{settings.evidently_url}/api/projects/{project.id}/snapshots", timeout=30)
+    url = f"{settings.evidently_url}/api/projects/{project.id}/snapshots"
+    resp = requests.get(url, timeout=settings.evidently_timeout_seconds)
     resp.raise_for_status()
     rows = [
         {"id": s["id"], "timestamp": s["timestamp"], "kind": ",".join(s.get("tags") or []), **(s.get("metadata") or {})}

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from mlops_sandbox.contracts import (
+    ACTUAL_KEY,
     ACTUALS,
     PREDICTIONS,
     alert_key,
@@ -24,7 +25,7 @@ from mlops_sandbox.contracts import (
 )
 from mlops_sandbox.monitor.checks import actuals_frame, parse_prediction_log, window_predictions
 from mlops_sandbox.schema import Schema
-from mlops_sandbox.storage import get_json, list_keys, put_json
+from mlops_sandbox.storage import get_json, list_keys, list_objects, put_json
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,20 @@ def load_actuals(client, bucket: str, scenario: str, since: datetime, until: dat
     """Ground truth published in [since, until), by request id (last one wins)."""
     keys = _keys(client, bucket, log_hour_prefixes(scenario, ACTUALS, since, until))
     return actuals_frame(_read(client, bucket, key) for key in keys)
+
+
+def load_late_actuals(client, bucket: str, scenario: str, since: datetime, stored_after: datetime) -> pd.DataFrame:
+    """Ground truth published since `since` in files stored after `stored_after` (by the store's clock): the
+    lines of each, with the file's `stored` time, as `actuals_frame` reads them (the last of a row wins)."""
+    frames = []
+    for prefix in log_hour_prefixes(scenario, ACTUALS, since, datetime.now(UTC) + timedelta(hours=1)):
+        for item in list_objects(client, bucket, prefix):
+            if item["LastModified"] > stored_after:
+                frame = actuals_frame([_read(client, bucket, item["Key"])])
+                frames.append(frame.assign(stored=pd.Timestamp(item["LastModified"])))
+    if not frames:
+        return pd.DataFrame(columns=[*ACTUAL_KEY, "actual", "stored"])
+    return pd.concat(frames, ignore_index=True).sort_values("stored").drop_duplicates(ACTUAL_KEY, keep="last")
 
 
 def quarantine_logs(client, logs_bucket: str, bucket: str, scenario: str, quarantined: list[dict]) -> None:
