@@ -63,7 +63,7 @@ def cli(compose):
 @pytest.fixture
 def notebook(compose):
     """Run a notebook headless in the jupyter service (a cell error fails); returns the text it printed and
-    displayed, which is what the attendee reads."""
+    displayed, which is what the attendee reads (never MLflow's "Downloading artifacts" progress bars)."""
 
     def run(name: str) -> str:
         path = f"/home/sandbox/work/notebooks/{name}.ipynb"
@@ -87,7 +87,9 @@ def notebook(compose):
             for output in cell.get("outputs", []):
                 texts.append("".join(output.get("text", "")))
                 texts.append("".join(output.get("data", {}).get("text/plain", "")))
-        return "\n".join(texts)
+        text = "\n".join(texts)
+        assert "Downloading artifacts" not in text, f"{name} prints MLflow's progress bars"  # issue 13: quiet
+        return text
 
     return run
 
