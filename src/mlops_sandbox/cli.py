@@ -210,6 +210,26 @@ def _monitor(args: argparse.Namespace) -> int:
     return _emit(summary)
 
 
+def _experiment_status(name: str | None) -> dict:
+    """The serving experiment (`registry.get_experiment`), with the monitor's newest comparison of its candidate
+    with production and whether it would let the candidate into production now (`online_comparison_check`)."""
+    from mlops_sandbox import registry
+    from mlops_sandbox.catalog import SECTORS
+    from mlops_sandbox.workshop import comparison_rows
+
+    settings = get_settings()
+    status = registry.get_experiment(name)
+    candidate = status.get("candidate_version")
+    scenarios = [s for s in SECTORS if settings.model_name_for(s) == status.get("model_name")]
+    if candidate is None or not scenarios:
+        return status
+    comparison = registry.latest_comparison(settings, scenarios[0], candidate)
+    check = registry.online_comparison_check(comparison, candidate, settings.experiment_min_labelled)
+    status["comparison"] = comparison_rows([comparison])[0] if comparison else None
+    status["promotion_check"] = {"passed": check.passed, "detail": check.detail}
+    return status
+
+
 def _challenge(args: argparse.Namespace) -> int:
     from mlops_sandbox.retrain import challenge, last_alert
     from mlops_sandbox.simulate.generator import parse_time
@@ -255,7 +275,7 @@ def _model(args: argparse.Namespace) -> int:
         return _emit(registry.rollback(args.by, args.reason, args.name))
     if args.action == "experiment":
         if args.mode == "status":
-            return _emit(registry.get_experiment(args.name))
+            return _emit(_experiment_status(args.name))
         return _emit(registry.set_experiment(args.mode, args.by, args.reason, args.share, args.name))
     thresholds = registry.Thresholds.from_settings(get_settings(), min_r2=args.min_r2, max_mape=args.max_mape)
     try:
@@ -494,7 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment", help="put the staging candidate beside production on live traffic (shadow, A/B), or stop"
     )
     modes = experiment.add_subparsers(dest="mode", required=True)
-    modes.add_parser("status", help="the serving mode, the candidate and production versions, who set it")
+    modes.add_parser(
+        "status",
+        help="the serving mode, the candidate and production versions, who set it, the monitor's newest comparison "
+        "of the two and whether it would let the candidate into production",
+    )
     for mode, text in (
         (MODE_SHADOW, "production answers every caller; the candidate predicts the same rows beside it"),
         (MODE_AB, "a share of callers is answered by the candidate, the rest by production"),

@@ -204,3 +204,36 @@ def test_trigger_wait_shows_each_task_state_as_it_changes(monkeypatch, capsys):
     assert cli.main(["trigger", "training_pipeline", "--wait"]) == 0
     shown = [line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
     assert shown[:4] == [["ingest", "running"], ["ingest", "success"], ["train", "queued"], ["train", "success"]]
+
+
+def test_model_experiment_status_shows_the_newest_comparison_and_what_promotion_would_say(monkeypatch, capsys):
+    from mlops_sandbox import registry
+
+    declared = {"model_name": "house-prices", "mode": "shadow", "share": 0.0, "candidate_version": "3"}
+    monkeypatch.setattr(registry, "get_experiment", lambda name=None, settings=None: dict(declared))
+    comparison = {
+        "until": "2026-10-01T01:00:00+00:00",
+        "mode": "shadow",
+        "verdict": "worse",
+        "summary": "candidate MAE higher by 900 [400, 1400]",
+        "comparison": {"labelled": 240, "difference": 900.0, "low": 400.0, "high": 1400.0},
+    }
+    asked = []
+
+    def latest_comparison(settings, scenario, candidate_version, s3=None):
+        asked.append((scenario, candidate_version))
+        return comparison
+
+    monkeypatch.setattr(registry, "latest_comparison", latest_comparison)
+    assert cli.main(["model", "experiment", "status"]) == 0
+    status = json.loads(_summary_lines(capsys.readouterr().out)[-1])
+    assert asked == [("house_prices", "3")]
+    assert status["comparison"]["verdict"] == "worse" and status["comparison"]["mae_difference"] == 900.0
+    assert status["comparison"]["labelled"] == 240 and status["comparison"]["low"] == 400.0
+    assert status["promotion_check"]["passed"] is False
+    assert "worse than production online" in status["promotion_check"]["detail"]
+
+    monkeypatch.setattr(registry, "latest_comparison", lambda *args, **kwargs: None)
+    assert cli.main(["model", "experiment", "status"]) == 0
+    status = json.loads(_summary_lines(capsys.readouterr().out)[-1])
+    assert status["comparison"] is None and status["promotion_check"]["passed"] is True
