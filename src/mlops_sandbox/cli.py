@@ -223,7 +223,12 @@ def _experiment_status(name: str | None) -> dict:
     scenarios = [s for s in SECTORS if settings.model_name_for(s) == status.get("model_name")]
     if candidate is None or not scenarios:
         return status
-    comparison = registry.latest_comparison(settings, scenarios[0], candidate)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        comparison = registry.latest_comparison(settings, scenarios[0], candidate)
+    except (BotoCoreError, ClientError, ValueError) as err:  # the experiment's state above needs only MLflow
+        return status | {"comparison": f"not read from S3: {err}"}
     check = registry.online_comparison_check(comparison, candidate, settings.experiment_min_labelled)
     status["comparison"] = comparison_rows([comparison])[0] if comparison else None
     status["promotion_check"] = {"passed": check.passed, "detail": check.detail}

@@ -253,12 +253,13 @@ def test_monitoring_window_with_actuals_and_quarantine(settings, compose, servin
         out = compose("run", "--rm", "cli", "monitor", "--start", start.isoformat(), "--end", end.isoformat())
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    status_key = f"{SCENARIO}/windows/{start:%Y%m%dT%H%M%SZ}.json"
     first = monitor()
     assert first["rows"] >= 80 and first["labelled_rows"] >= 80 and first["quarantined_files"] >= 1
     assert first["drift_share"] is not None and first["mae"] > 0
+    replaced = json.loads(s3.get_object(Bucket=settings.monitoring_bucket, Key=status_key)["Body"].read())
     assert monitor() == first  # a rerun of the window: same figures
 
-    status_key = f"{SCENARIO}/windows/{start:%Y%m%dT%H%M%SZ}.json"
     status = json.loads(s3.get_object(Bucket=settings.monitoring_bucket, Key=status_key)["Body"].read())
     assert status["figures"]["rows"] == first["rows"] and not status["decay"]
     assert corrupt in {q["key"] for q in status["quarantined_files"]}
@@ -269,12 +270,13 @@ def test_monitoring_window_with_actuals_and_quarantine(settings, compose, servin
     )
     assert "not JSON Lines" in reason["reason"]
 
-    # the window's snapshots are in the Evidently project, once
+    # the window's snapshots are in the Evidently project, once: the rerun's in place of the first run's
     projects = requests.get(f"{settings.evidently_url}/api/projects", timeout=30).json()
     project = next(p for p in projects if p["name"] == f"{SCENARIO} monitoring")
     snapshots = requests.get(f"{settings.evidently_url}/api/projects/{project['id']}/snapshots", timeout=30).json()
     ids = {str(s["id"]) for s in snapshots}
     assert set(status["evidently_snapshots"]) <= ids and len(status["evidently_snapshots"]) == 2
+    assert not set(replaced["evidently_snapshots"]) & ids  # the first run's were deleted: one point per window
 
 
 def test_a_hung_evidently_fails_a_monitoring_run_within_its_bound_and_the_next_run_works(settings, compose, serving):

@@ -122,10 +122,20 @@ def test_rows_shipped_after_an_outage_longer_than_a_window_are_all_monitored(set
     published = datetime.now(UTC)
     publish_actuals(s3_client(settings), settings.prediction_logs_bucket, SCENARIO, actuals)
 
-    _catch_up(airflow)  # (or a scheduled run that came first: both check the windows of the same checkpoint)
+    def checked_again() -> list[dict]:
+        return [
+            w
+            for w in _chain(settings, checked, after["window_end"])
+            if w["figures"]["rows"] and datetime.fromisoformat(w["actuals_read_at"]) > published
+        ]
 
+    with_rows = [w for w in windows if w["figures"]["rows"]]
+    for _ in range(3):  # a run checks at most 12 windows again (earlier tests' may be due as well)
+        _catch_up(airflow)  # (or a scheduled run that came first: both use the same checkpoint)
+        if len(checked_again()) == len(with_rows):
+            break
+    assert len(checked_again()) == len(with_rows)  # each window with rows was checked again
     windows = _chain(settings, checked, after["window_end"])
     with_rows = [w for w in windows if w["figures"]["rows"]]
-    assert all(datetime.fromisoformat(w["actuals_read_at"]) > published for w in with_rows)  # checked again
     assert sum(w["figures"]["labelled_rows"] for w in windows) == len(answered)
     assert all(w["figures"]["mae"] == pytest.approx(0, abs=1e-6) for w in with_rows)  # each actual was its answer

@@ -631,6 +631,28 @@ def test_a_window_checked_again_for_late_actuals_reports_its_decay(trained, stan
     assert any(r.startswith(f"{first['window_start']} (late actuals): ") for r in later["reasons"])
 
 
+def test_a_late_decay_of_a_version_no_longer_in_production_is_shown_but_not_the_run_s(trained, stand):
+    """Auto-retrain retrains today's production: the decay a re-check finds in a window that v1 answered,
+    after v2 took over, is in `rechecked`, not in the run's verdict."""
+    from mlops_sandbox.monitor import steps
+
+    t0 = stand.start
+    every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
+    lines = log_rows(generate_batch("house_prices", 19, t0, 5 * 60), t0)
+    stand.put("predictions", t0, lines)
+    first = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)
+    published = t0 + timedelta(minutes=40)
+    stand.put("actuals", published, [actual_record(line["request_id"], 1e7, published) for line in lines])
+    stand.production = "2"
+
+    later = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=10), 5, 0, every_window_decays)
+
+    (again,) = later["rechecked"]
+    assert again["window_start"] == first["window_start"] and again["decay"] and again["model_version"] == "1"
+    assert not any("(late actuals)" in r for r in later["reasons"])
+
+
 def _three_unlabelled_windows(stand, model, seed):
     """Three checked windows of house sales with no actual yet (5 min each, from `stand.start`): their lines
     (predicted by `model`), true prices and summaries."""
@@ -661,7 +683,7 @@ def _label(stand, lines, truth, window, name, scale=1.0):
 def test_late_actuals_are_checked_a_few_windows_a_run_and_a_failed_check_is_tried_again(trained, stand, monkeypatch):
     """A day of actuals at once must not make one run check every window: at most RECHECKS_PER_RUN a run,
     the rest stay due (the next run checks them without the files being stored again). A window whose check
-    fails does not fail the run, and is checked by the next one."""
+    fails does not fail the run: it and the ones after it are checked by the next runs."""
     from mlops_sandbox.monitor import steps
 
     _, model, _ = trained
@@ -679,24 +701,25 @@ def test_late_actuals_are_checked_a_few_windows_a_run_and_a_failed_check_is_trie
     monkeypatch.setattr(steps, "run_window", fails_on_the_first_window)
     t = stand.start + timedelta(minutes=20)
     first = steps.catch_up(stand.settings, "house_prices", t, 5, 0)
-    assert [w["window_start"] for w in first["rechecked"]] == [windows[1]["window_start"]]
     assert [f["window_start"] for f in first["recheck_failed"]] == [windows[0]["window_start"]]
     assert "Evidently went away" in first["recheck_failed"][0]["error"]
+    assert first["rechecked"] == []  # the next ones would most likely fail the same way: left for the next run
     assert len(first["windows"]) == 1  # this run's own window was checked
 
     monkeypatch.setattr(steps, "run_window", real_run_window)
     second = steps.catch_up(stand.settings, "house_prices", t + timedelta(minutes=5), 5, 0)
-    assert [w["window_start"] for w in second["rechecked"]] == [windows[0]["window_start"], windows[2]["window_start"]]
-    assert all(w["labelled_rows"] == w["rows"] == 300 for w in second["rechecked"])
+    third = steps.catch_up(stand.settings, "house_prices", t + timedelta(minutes=10), 5, 0)
+    assert [w["window_start"] for w in second["rechecked"]] == [w["window_start"] for w in windows[:2]]
+    assert [w["window_start"] for w in third["rechecked"]] == [windows[2]["window_start"]]
+    assert all(w["labelled_rows"] == w["rows"] == 300 for w in second["rechecked"] + third["rechecked"])
 
 
-def test_a_window_is_not_checked_again_in_the_run_that_checked_it(trained, stand):
-    """Actuals stored just before a run checks a window are in that check: the run does not check the window
-    a second time for them (a window half labelled stays listed, for the actuals still to come)."""
+def test_actuals_a_check_already_counted_do_not_get_the_window_checked_again(trained, stand):
+    """Actuals stored before a run checks a window are in that check: neither that run nor the next checks the
+    window again for them; the window stays listed (half its rows still have no actual) until more come."""
     from mlops_sandbox.contracts import checkpoint_key
     from mlops_sandbox.monitor import steps
 
-    _, model, _ = trained
     t0 = stand.start
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
     frame = generate_batch("house_prices", 16, t0, 5 * 60)
@@ -704,12 +727,49 @@ def test_a_window_is_not_checked_again_in_the_run_that_checked_it(trained, stand
     stand.put("predictions", t0, lines)
     half = [actual_record(line["request_id"], float(p), t0) for line, p in zip(lines, frame["price"], strict=True)]
     stand.put("actuals", t0 + timedelta(minutes=1), half[:150])
+    key = log_key("house_prices", "actuals", t0 + timedelta(minutes=1), "a")
+    stand.s3.stored[key] = datetime.now(UTC) - timedelta(minutes=1)  # stored a minute before the check
 
     checked = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)
+    later = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=10), 5, 0)
 
-    assert checked["windows"][0]["labelled_rows"] == 150 and checked["rechecked"] == []
+    assert checked["windows"][0]["labelled_rows"] == 150 and checked["rechecked"] == later["rechecked"] == []
     (entry,) = json.loads(stand.s3.objects[checkpoint_key("house_prices")])["unlabelled"]
     assert entry["window_start"] == checked["windows"][0]["window_start"] and not entry.get("due")
+
+
+def test_actuals_stored_while_a_run_went_on_are_seen_by_the_next_run(trained, stand, monkeypatch):
+    """The run that checks a window lists late actuals when it ends: those stored between the window's check
+    and that listing belong to no check yet, and the next run must see them."""
+    from mlops_sandbox.contracts import checkpoint_key
+    from mlops_sandbox.monitor import steps
+
+    monkeypatch.setattr(steps, "LATE_MARGIN", timedelta(0))  # times to the millisecond: a clock shared with S3
+    t0 = stand.start
+    steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
+    frame = generate_batch("house_prices", 18, t0, 10 * 60)
+    lines = log_rows(frame, t0)
+    stand.put("predictions", t0, lines[:300])
+    steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)  # first window: waiting
+    stand.put("predictions", t0 + timedelta(minutes=5), lines[300:], "b")
+    second = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=10), 5, 0)["windows"][0]
+    read_at = next(
+        datetime.fromisoformat(w["actuals_read_at"])
+        for w in json.loads(stand.s3.objects[checkpoint_key("house_prices")])["unlabelled"]
+        if w["window_start"] == second["window_start"]
+    )
+    published = t0 + timedelta(minutes=11)
+    truth = [
+        actual_record(line["request_id"], float(p), published) for line, p in zip(lines, frame["price"], strict=True)
+    ]
+    stand.put("actuals", published, truth[300:], "late")
+    # right after the window's check, before the run listed late actuals for its earlier windows
+    stand.s3.stored[log_key("house_prices", "actuals", published, "late")] = read_at + timedelta(milliseconds=1)
+
+    later = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=15), 5, 0)
+
+    assert [w["window_start"] for w in later["rechecked"]] == [second["window_start"]]
+    assert later["rechecked"][0]["labelled_rows"] == 300
 
 
 def test_a_window_that_had_decayed_is_not_reported_again_when_late_actuals_come(trained, stand):

@@ -163,14 +163,15 @@ def upgrade_dashboard(workspace, project) -> list[str]:
     return changed
 
 
-EVIDENTLY_RETRY_BACKOFF = 2.0  # seconds before the second try of a call to the Evidently UI, doubled after
+EVIDENTLY_RETRY_BACKOFF = 2.0  # urllib3's backoff factor: no wait before the second try, 4 s before the third
 
 
 def remote_workspace(settings: Settings):
     """The Evidently UI server's workspace (evidently's `RemoteWorkspace`), with every call bounded: each try
-    times out after EVIDENTLY_TIMEOUT_SECONDS, and a call is tried EVIDENTLY_ATTEMPTS times in all, with
+    times out after EVIDENTLY_TIMEOUT_SECONDS, and a call is tried up to EVIDENTLY_ATTEMPTS times in all, with
     exponential backoff. A connection that fails is tried again whatever the call; a read that times out, or a
-    502-504, only for a GET (a POST may have been done: a snapshot added twice).
+    502-504, only for a GET (a POST may have been done: a snapshot added twice), so a POST that times out is
+    tried once.
 
     Evidently 0.7's client sends through a new `requests.Session` per call, with no timeout: a hung UI server
     would hold a monitoring run until its task's timeout. So its module's `Session` is replaced (for the whole
@@ -425,8 +426,8 @@ def catch_up(
         One summary (`window_summary`'s fields over all the windows: the first start, the last end, decay if
         any window decayed, each reason prefixed by its window), with `windows` (each window's summary),
         `rechecked` (the summaries of earlier windows checked again for their late actuals: a decay they did not
-        show before counts, with its reasons, but their rows do not), `recheck_failed` and `not_monitored`
-        (None, or the span left out and why).
+        show before counts, with its reasons, when they were judged against today's production version; their
+        rows do not count), `recheck_failed` and `not_monitored` (None, or the span left out and why).
     """
     if window_minutes < 1:
         raise ValueError("window_minutes must be at least 1")
@@ -434,7 +435,7 @@ def catch_up(
     if lateness < 0:
         raise ValueError("the allowed lateness cannot be negative")
     length = timedelta(minutes=window_minutes)
-    until = min(until, datetime.now(UTC))  # a watermark in the future would skip rows not yet captured
+    until = min(until.astimezone(UTC), datetime.now(UTC))  # a watermark in the future would skip rows not yet captured
     watermark = until - timedelta(seconds=lateness)
     client, bucket, key = s3_client(settings), settings.monitoring_bucket, checkpoint_key(scenario)
     checkpoint = get_json(client, bucket, key, missing_ok=True) or {}
@@ -490,10 +491,14 @@ def catch_up(
         save(start)
 
     late = recheck_late_actuals(settings, scenario, client, earlier, late_listed, rule, save_earlier)
-    late_listed = late["listed_at"]
+    # the next run lists what was stored since this run's own windows read their actuals, too
+    late_listed = min([late["listed_at"] or datetime.now(UTC).isoformat()] + [w["actuals_read_at"] for w in waiting])
     save(start, done=True)  # the watermark, or a checkpoint already past it (an earlier run with less lateness)
     several = len(windows) > 1
     newly_decayed = [w for w in late["rechecked"] if w["decay"] and not w["decayed_before"]]
+    if newly_decayed:  # only production's own decay is the run's (auto-retrain retrains production)
+        serving = (production_model(settings, scenario) or {}).get("version")
+        newly_decayed = [w for w in newly_decayed if w["model_version"] == serving]
     return {
         "window_start": windows[0]["window_start"] if windows else None,
         "window_end": windows[-1]["window_end"] if windows else None,
@@ -513,7 +518,7 @@ def catch_up(
     }
 
 
-LATE_MARGIN = timedelta(seconds=30)  # for the store's clock against this one's: a file inside it is read again
+LATE_MARGIN = timedelta(seconds=5)  # for the store's clock against this one's: a file inside it is read again
 RECHECKS_PER_RUN = 12  # more wait for the next run (they stay due), so that a run stays short
 
 
@@ -565,13 +570,13 @@ def recheck_late_actuals(
     `waiting` lists checked windows with rows that had no actual yet, each with when its actuals were read
     (`actuals_read_at`); `listed_at` is when the previous run listed the actuals stored since (files stored
     before were seen then). A window is `due` when an actual of one of its rows was stored after its check. At
-    most RECHECKS_PER_RUN due windows are checked again, oldest first; the rest, and any whose check failed,
-    stay due for the next run. `save` gets the list as it changes. A window that ended more than
+    most RECHECKS_PER_RUN due windows are checked again, oldest first, until one fails; the rest stay due for
+    the next run. `save` gets the list as it changes. A window that ended more than
     MONITORING_RECHECK_HOURS ago leaves the list: later actuals are not counted (`mlops-sandbox monitor --start
     --end` checks any window again).
 
-    Returns `rechecked` (each window's summary, with `decayed_before`: its verdict before), `failed` (window and
-    error) and `listed_at` (this run's, for the next).
+    Returns `rechecked` (each window's summary, with `decayed_before`, its verdict before, and `model_version`,
+    the version it was judged against), `failed` (window and error) and `listed_at` (this run's, for the next).
     """
     now = datetime.now(UTC)
     horizon = now - timedelta(hours=settings.monitoring_recheck_hours)
@@ -591,9 +596,12 @@ def recheck_late_actuals(
         except Exception as err:  # noqa: BLE001 - the next run tries again; this run's own windows stand
             log.warning("%s: window %s not checked again: %s", scenario, entry["window_start"], err)
             result["failed"].append({"window_start": entry["window_start"], "error": str(err)[:300]})
-            continue
+            break  # the cause (Evidently, MinIO) would likely fail the next ones too, each after its timeouts
         log.info("%s: window %s checked again for its late actuals", scenario, entry["window_start"])
-        result["rechecked"].append(window_summary(status) | {"decayed_before": bool(before.get("decay"))})
+        before_decay = bool(before.get("decay"))
+        result["rechecked"].append(
+            window_summary(status) | {"decayed_before": before_decay, "model_version": status["model"]["version"]}
+        )
         waiting = _with_unlabelled([w for w in waiting if w is not entry], status)
         save(waiting)
     return result
@@ -651,8 +659,26 @@ def _replace_snapshots(settings: Settings, scenario: str, snapshots: list, previ
 
 
 def _delete_snapshots(workspace, project_id, snapshot_ids: list[str]) -> None:
+    """Delete snapshots of the project. Evidently 0.7's `RemoteWorkspace.delete_run` is not implemented (it
+    raises NotImplementedError): for the UI server, the snapshot is deleted through its REST API
+    (`DELETE /api/projects/<project>/<snapshot>`, what the UI's own delete button calls), with the bounded
+    session of `remote_workspace`. One that is already gone (404) is skipped."""
     for snapshot_id in snapshot_ids:
         try:
             workspace.delete_run(project_id, snapshot_id)
-        except Exception:  # noqa: BLE001 - already gone
+            continue
+        except NotImplementedError:
+            pass
+        except Exception:  # noqa: BLE001 - a local workspace: already gone
             log.info("snapshot %s was already gone", snapshot_id)
+            continue
+        import requests
+        from evidently.legacy.ui.workspace import remote
+
+        try:
+            with remote.Session() as session:
+                resp = session.delete(f"{workspace.base_url.rstrip('/')}/api/projects/{project_id}/{snapshot_id}")
+            if resp.status_code != 404:
+                resp.raise_for_status()
+        except requests.RequestException as err:  # the window's new snapshots and status stand; its old point stays
+            log.warning("snapshot %s of an earlier run of the window not deleted: %s", snapshot_id, err)
