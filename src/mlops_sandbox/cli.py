@@ -231,7 +231,7 @@ def _experiment_status(name: str | None) -> dict:
         return status | {"comparison": f"not read from S3: {err}"}
     check = registry.online_comparison_check(comparison, candidate, settings.experiment_min_labelled)
     status["comparison"] = comparison_rows([comparison])[0] if comparison else None
-    status["promotion_check"] = {"passed": check.passed, "detail": check.detail}
+    status["online_check"] = {"passed": check.passed, "detail": check.detail}
     return status
 
 

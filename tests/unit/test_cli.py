@@ -230,10 +230,10 @@ def test_model_experiment_status_shows_the_newest_comparison_and_what_promotion_
     assert asked == [("house_prices", "3")]
     assert status["comparison"]["verdict"] == "worse" and status["comparison"]["mae_difference"] == 900.0
     assert status["comparison"]["labelled"] == 240 and status["comparison"]["low"] == 400.0
-    assert status["promotion_check"]["passed"] is False
-    assert "worse than production online" in status["promotion_check"]["detail"]
+    assert status["online_check"]["passed"] is False
+    assert "worse than production online" in status["online_check"]["detail"]
 
     monkeypatch.setattr(registry, "latest_comparison", lambda *args, **kwargs: None)
     assert cli.main(["model", "experiment", "status"]) == 0
     status = json.loads(_summary_lines(capsys.readouterr().out)[-1])
-    assert status["comparison"] is None and status["promotion_check"]["passed"] is True
+    assert status["comparison"] is None and status["online_check"]["passed"] is True

@@ -793,3 +793,25 @@ def test_a_window_that_had_decayed_is_not_reported_again_when_late_actuals_come(
     (again,) = later["rechecked"]
     assert again["decay"] and again["decayed_before"] and again["labelled_rows"] == 300
     assert not later["decay"] and later["reasons"] == []
+
+
+def test_late_actuals_that_cannot_be_listed_do_not_fail_the_run_and_are_listed_by_the_next(trained, stand, monkeypatch):
+    from mlops_sandbox.monitor import steps
+
+    _, model, _ = trained
+    lines, truth, windows = _three_unlabelled_windows(stand, model, 20)
+    _label(stand, lines, truth, windows[0], "late")
+    real_load = steps.load_late_actuals
+
+    def s3_away(*args, **kwargs):
+        raise OSError("MinIO went away")
+
+    monkeypatch.setattr(steps, "load_late_actuals", s3_away)
+    t = stand.start + timedelta(minutes=20)
+    first = steps.catch_up(stand.settings, "house_prices", t, 5, 0)
+    assert len(first["windows"]) == 1 and first["rechecked"] == []  # its own window stands
+    assert "late actuals not listed: MinIO went away" in first["recheck_failed"][0]["error"]
+
+    monkeypatch.setattr(steps, "load_late_actuals", real_load)
+    second = steps.catch_up(stand.settings, "house_prices", t + timedelta(minutes=5), 5, 0)
+    assert [w["window_start"] for w in second["rechecked"]] == [windows[0]["window_start"]]

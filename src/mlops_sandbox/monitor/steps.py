@@ -493,12 +493,12 @@ def catch_up(
     late = recheck_late_actuals(settings, scenario, client, earlier, late_listed, rule, save_earlier)
     # the next run lists what was stored since this run's own windows read their actuals, too
     late_listed = min([late["listed_at"] or datetime.now(UTC).isoformat()] + [w["actuals_read_at"] for w in waiting])
-    save(start, done=True)  # the watermark, or a checkpoint already past it (an earlier run with less lateness)
-    several = len(windows) > 1
     newly_decayed = [w for w in late["rechecked"] if w["decay"] and not w["decayed_before"]]
     if newly_decayed:  # only production's own decay is the run's (auto-retrain retrains production)
-        serving = (production_model(settings, scenario) or {}).get("version")
-        newly_decayed = [w for w in newly_decayed if w["model_version"] == serving]
+        serving = (production_model(settings, scenario) or {}).get("version")  # before `done`: a failure here
+        newly_decayed = [w for w in newly_decayed if w["model_version"] == serving]  # leaves the run to carry
+    save(start, done=True)  # the watermark, or a checkpoint already past it (an earlier run with less lateness)
+    several = len(windows) > 1
     return {
         "window_start": windows[0]["window_start"] if windows else None,
         "window_end": windows[-1]["window_end"] if windows else None,
@@ -571,9 +571,10 @@ def recheck_late_actuals(
     (`actuals_read_at`); `listed_at` is when the previous run listed the actuals stored since (files stored
     before were seen then). A window is `due` when an actual of one of its rows was stored after its check. At
     most RECHECKS_PER_RUN due windows are checked again, oldest first, until one fails; the rest stay due for
-    the next run. `save` gets the list as it changes. A window that ended more than
-    MONITORING_RECHECK_HOURS ago leaves the list: later actuals are not counted (`mlops-sandbox monitor --start
-    --end` checks any window again).
+    the next run. A failure (listing the late actuals, or a re-check) is reported in `failed`, not raised: the
+    run's own windows stand, and the next run tries again. `save` gets the list as it changes. A window that
+    ended more than MONITORING_RECHECK_HOURS ago leaves the list: later actuals are not counted
+    (`mlops-sandbox monitor --start --end` checks any window again).
 
     Returns `rechecked` (each window's summary, with `decayed_before`, its verdict before, and `model_version`,
     the version it was judged against), `failed` (window and error) and `listed_at` (this run's, for the next).
@@ -584,14 +585,20 @@ def recheck_late_actuals(
     result: dict = {"rechecked": [], "failed": [], "listed_at": listed_at}
     if waiting:
         since = datetime.fromisoformat(listed_at) - LATE_MARGIN if listed_at else datetime.min.replace(tzinfo=UTC)
-        _mark_due(settings, scenario, client, waiting, since)
+        try:
+            _mark_due(settings, scenario, client, waiting, since)
+        except Exception as err:  # noqa: BLE001 - listed again by the next run (`listed_at` stays)
+            log.warning("%s: late actuals not listed: %s", scenario, err)
+            result["failed"].append({"window_start": None, "error": f"late actuals not listed: {str(err)[:300]}"})
+            save(waiting)
+            return result
         result["listed_at"] = now.isoformat()
     save(waiting)
     bucket = settings.monitoring_bucket
     for entry in [w for w in waiting if w.get("due")][:RECHECKS_PER_RUN]:
         start, end = datetime.fromisoformat(entry["window_start"]), datetime.fromisoformat(entry["window_end"])
-        before = previous_status(client, bucket, scenario, start)
         try:
+            before = previous_status(client, bucket, scenario, start)
             status = run_window(settings, scenario, start, end, rule)
         except Exception as err:  # noqa: BLE001 - the next run tries again; this run's own windows stand
             log.warning("%s: window %s not checked again: %s", scenario, entry["window_start"], err)
