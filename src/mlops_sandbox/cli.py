@@ -212,7 +212,8 @@ def _monitor(args: argparse.Namespace) -> int:
 
 def _experiment_status(name: str | None) -> dict:
     """The serving experiment (`registry.get_experiment`), with the monitor's newest comparison of its candidate
-    with production and whether it would let the candidate into production now (`online_comparison_check`)."""
+    with production and whether promotion's online check would pass now (`registry.online_evidence`: when S3
+    cannot be read, that check fails and says why; the experiment's state needs only MLflow)."""
     from mlops_sandbox import registry
     from mlops_sandbox.catalog import SECTORS
     from mlops_sandbox.workshop import comparison_rows
@@ -223,13 +224,7 @@ def _experiment_status(name: str | None) -> dict:
     scenarios = [s for s in SECTORS if settings.model_name_for(s) == status.get("model_name")]
     if candidate is None or not scenarios:
         return status
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        comparison = registry.latest_comparison(settings, scenarios[0], candidate)
-    except (BotoCoreError, ClientError, ValueError) as err:  # the experiment's state above needs only MLflow
-        return status | {"comparison": f"not read from S3: {err}"}
-    check = registry.online_comparison_check(comparison, candidate, settings.experiment_min_labelled)
+    check, comparison = registry.online_evidence(settings, candidate, scenarios[0])  # as promotion checks it
     status["comparison"] = comparison_rows([comparison])[0] if comparison else None
     status["online_check"] = {"passed": check.passed, "detail": check.detail}
     return status

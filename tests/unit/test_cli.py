@@ -237,3 +237,12 @@ def test_model_experiment_status_shows_the_newest_comparison_and_what_promotion_
     assert cli.main(["model", "experiment", "status"]) == 0
     status = json.loads(_summary_lines(capsys.readouterr().out)[-1])
     assert status["comparison"] is None and status["online_check"]["passed"] is True
+
+    def unreadable(*args, **kwargs):
+        raise ValueError("an object that is not JSON")
+
+    monkeypatch.setattr(registry, "latest_comparison", unreadable)
+    assert cli.main(["model", "experiment", "status"]) == 0  # the experiment's state still shows
+    status = json.loads(_summary_lines(capsys.readouterr().out)[-1])
+    assert status["mode"] == "shadow" and status["comparison"] is None and not status["online_check"]["passed"]
+    assert "could not read the online comparisons of house_prices" in status["online_check"]["detail"]

@@ -175,18 +175,24 @@ def online_comparison_check(comparison: dict | None, version: str | int, min_lab
     return CheckResult(ONLINE_COMPARISON, True, detail)
 
 
-def _online_comparison(settings: Settings, version: str, tags: dict) -> tuple[CheckResult, str | None]:
-    """The `online_comparison` check of a version (its tags name its scenario), and the evidence to record on
-    it: the check's detail when a comparison exists, else None."""
+def online_evidence(settings: Settings, version: str, scenario: str) -> tuple[CheckResult, dict | None]:
+    """The `online_comparison` check of candidate `version` in `scenario` now, and the newest comparison it
+    rests on (`latest_comparison`; None when there is none, or when S3 could not be read: the check, failed,
+    says so)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    scenario = tags.get("scenario", settings.scenario)
     try:
         comparison = latest_comparison(settings, scenario, version)
     except (BotoCoreError, ClientError, ValueError) as err:  # ValueError: an object that is not JSON
         detail = f"could not read the online comparisons of {scenario} in {settings.monitoring_bucket}: {err}"
         return CheckResult(ONLINE_COMPARISON, False, detail), None
-    check = online_comparison_check(comparison, version, settings.experiment_min_labelled)
+    return online_comparison_check(comparison, version, settings.experiment_min_labelled), comparison
+
+
+def _online_comparison(settings: Settings, version: str, tags: dict) -> tuple[CheckResult, str | None]:
+    """The `online_comparison` check of a version (its tags name its scenario), and the evidence to record on
+    it: the check's detail when a comparison exists, else None."""
+    check, comparison = online_evidence(settings, version, tags.get("scenario", settings.scenario))
     return check, (check.detail if comparison is not None else None)
 
 
