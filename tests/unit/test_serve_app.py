@@ -254,11 +254,19 @@ def test_the_master_preloads_what_the_served_model_types_import(monkeypatch):
     production and staging, read from the registry's REST API; an unknown type or an unreachable registry
     preloads nothing."""
     import sys
+    import types
 
+    from mlops_sandbox import catalog
     from mlops_sandbox.serve import app as serve_app
 
-    assert serve_app.preload_model_types({"linear", "no-such-type"}) == []
-    assert serve_app.preload_model_types({"mlp"}) == ["torch", "torch.nn"] and "torch" in sys.modules
+    assert serve_app.preload_model_types({"linear", "mlp", "hist_gbt", "no-such-type"}) == []  # numpy enough
+    # a model type that needs a library to predict: what is installed of it is imported
+    needs = types.ModuleType("needs_a_library")
+    needs.MODEL_TYPE = types.SimpleNamespace(serving_modules=("colorsys", "no_such_library"))
+    monkeypatch.setitem(sys.modules, "needs_a_library", needs)
+    monkeypatch.setitem(catalog.MODEL_TYPES, "needs-a-library", "needs_a_library")
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    assert serve_app.preload_model_types({"needs-a-library"}) == ["colorsys"] and "colorsys" in sys.modules
     unreachable = _settings(mlflow_tracking_uri="http://127.0.0.1:9")  # discard port: refused at once
     assert serve_app.registered_model_types(unreachable, wait=0) == set()
 

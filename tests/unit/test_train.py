@@ -115,7 +115,9 @@ def test_versions_registered_before_model_types_were_modules_still_load(table, t
         artifacts = {"model": str(tmp_path / f"{model_type}.joblib")}
         if model_type == "mlp":
             artifacts["state_dict"] = str(tmp_path / "model.pth")
-            torch.save(model.fitted.state_dict(), artifacts["state_dict"])
+            # a .pth of torch tensors, and no .npz, as the MLP was logged then
+            state_dict = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.fitted.state_dict().items()}
+            torch.save(state_dict, artifacts["state_dict"])
         else:
             state["regressor"] = model.fitted
         legacy = object.__new__(TabularModel)
@@ -147,6 +149,22 @@ mlflow.pyfunc.load_model(sys.argv[1])  # before anything imports the library, as
 import mlops_sandbox.serve
 library = sys.modules["mlops_sandbox.train.models"].__file__
 print(json.dumps({"library": library, "serve": mlops_sandbox.serve.__file__}))
+"""
+
+LOAD_WITHOUT_TORCH = """
+import importlib.abc, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError("torch is not installed here")
+
+sys.meta_path.insert(0, NoTorch())  # any import of torch now fails
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+rows = pd.read_json(sys.argv[2], orient="split")
+rows = rows.astype({c.name: c.type.to_pandas() for c in model.metadata.get_input_schema().inputs})
+print(json.dumps({"predictions": model.predict(rows).tolist(), "torch": "torch" in sys.modules}))
 """
 
 
@@ -243,3 +261,32 @@ def test_the_prediction_service_takes_a_logged_models_numpy_path(table, tmp_path
     assert isinstance(inner, TabularModel)
     columns = {c: rows[c].tolist() for c in HOUSE_PRICES.feature_names}
     np.testing.assert_allclose(inner.predict_columns(columns), pyfunc.predict(model_input(rows, HOUSE_PRICES)))
+
+
+def test_a_logged_mlp_predicts_without_torch_and_its_pth_is_the_same_network(table, tmp_path, local_mlflow):
+    """Torch trains the MLP; the logged model predicts with NumPy (its `mlp/weights.npz`), in a process where
+    torch cannot be imported, with the predictions of the fitted model. Its `pytorch/model.pth` loads into
+    `build_mlp`'s network, which computes the same outputs in torch."""
+    import mlflow
+    import torch
+
+    from mlops_sandbox.train.mlflow_model import log_model
+    from mlops_sandbox.train.mlp import build_mlp
+
+    model = fit(table[table.split == "train"], HOUSE_PRICES, "mlp", epochs=3)
+    rows = table[table.split == "test"].head(50)
+    with mlflow.start_run(experiment_id=local_mlflow) as run:
+        info = log_model(model, rows.head(5), tmp_dir=tmp_path)
+    (tmp_path / "rows.json").write_text(rows.to_json(orient="split"))
+    loaded = _python(LOAD_WITHOUT_TORCH, info.model_uri, str(tmp_path / "rows.json"), home=tmp_path)
+    np.testing.assert_allclose(loaded["predictions"], model.predict(rows), rtol=1e-6)
+    assert loaded["torch"] is False
+
+    pth = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="pytorch/model.pth")
+    state = torch.load(pth, weights_only=True)
+    net = build_mlp(state["0.weight"].shape[1], model.config.hidden)
+    net.load_state_dict(state)
+    x = model.preprocessor.transform(model_input(rows, HOUSE_PRICES)).astype(np.float32)
+    with torch.inference_mode():
+        in_torch = net(torch.from_numpy(x)).numpy().ravel()
+    np.testing.assert_allclose(model.kind.predict(model.fitted, x), in_torch, rtol=1e-5, atol=1e-6)

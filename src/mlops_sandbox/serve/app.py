@@ -304,9 +304,10 @@ def preloaded() -> FastAPI:
     libraries a served model needs are imported here, once, and the objects so far are frozen out of the
     garbage collector's generations, so that collections in a worker do not touch (and copy) their pages.
 
-    Besides MLflow and scikit-learn, that is what the model types of the production and staging versions need
-    (torch for an MLP): read from the registry at start. A type that only later comes to be served is imported
-    by each worker when it loads the model, as it would be without this."""
+    Besides MLflow and scikit-learn, that is what the model types of the production and staging versions name
+    in `serving_modules`, read from the registry at start (the built-in types name none: an MLP predicts with
+    NumPy, so the service never imports torch). A type that only later comes to be served is imported by each
+    worker when it loads the model, as it would be without this."""
     import mlflow.pyfunc  # noqa: F401 - imported for the workers: the registry client, the model's loader
     import sklearn.compose  # noqa: F401 - what the logged models unpickle
     import sklearn.linear_model  # noqa: F401
