@@ -7,8 +7,9 @@ routes only: the lifespan (registry poller, capture writer) uses `app.state` its
 
 `/predict` and `/invocations` take no FastAPI dependency or parameter at all: solving them cost about a third
 of a one-record request, more than the model. They read the app's `Predictor` (`predictor_of(request)`) and the
-caller's ids (`caller_ids(request)`) themselves, and `CALLER_ID_PARAMETERS` documents those headers. A test
-sets `app.state.predictor`; dependency overrides do not reach them.
+caller's ids (`caller_ids(request)`) themselves, and `CALLER_ID_PARAMETERS` documents those headers; their
+route class (`routes.DirectRoute`) calls them with the request as it is. A test sets `app.state.predictor`;
+dependency overrides do not reach them.
 """
 
 from dataclasses import dataclass

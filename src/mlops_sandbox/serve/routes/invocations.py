@@ -32,9 +32,10 @@ from fastapi.exceptions import RequestValidationError
 
 from mlops_sandbox.serve.body import over_the_cap, too_many
 from mlops_sandbox.serve.deps import CALLER_ID_PARAMETERS, caller_ids, predictor_of
+from mlops_sandbox.serve.routes import DirectRoute
 from mlops_sandbox.serve.routes.predict import predict_rows, served
 
-router = APIRouter()
+router = APIRouter(route_class=DirectRoute)  # its endpoints take the Request and make the Response
 
 JSON, CSV = "application/json", "text/csv"
 MEDIA_TYPES = (JSON, CSV)  # not MLflow's Parquet: a compressed body of a few KB can expand to gigabytes

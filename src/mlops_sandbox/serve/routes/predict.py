@@ -18,8 +18,9 @@ from mlops_sandbox.serve.body import Rows
 from mlops_sandbox.serve.capture import CaptureUnavailable
 from mlops_sandbox.serve.deps import CALLER_ID_PARAMETERS, caller_ids, predictor_of
 from mlops_sandbox.serve.experiment import ShadowJob
+from mlops_sandbox.serve.routes import DirectRoute
 
-router = APIRouter()
+router = APIRouter(route_class=DirectRoute)  # its endpoints take the Request and make the Response
 
 
 class PredictResponse(BaseModel):
