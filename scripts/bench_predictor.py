@@ -16,14 +16,20 @@ The last two run in containers of the project image on the stack's network, publ
 (--mlflow-port, --echo-port), and are removed at the end. The predictor container's memory (`docker stats`)
 is printed before the loads, right after them, and --settle seconds later.
 
-With --shadow (needs a `staging` version other than production), this predictor is measured again with a
-shadow experiment on (`registry.set_experiment`), then the experiment is set off: the same cases, plus one
-record on one connection, where the latency is the request's own and not time in a queue.
+With --shadow (needs a `staging` version other than production), this predictor is measured again, each case
+with the experiment off and then right after with a shadow experiment on (`registry.set_experiment`): the same
+cases, plus one record on one connection, where the latency is the request's own and not time in a queue.
+Off and on are measured a minute apart at most, so that what else the machine does weighs on both alike.
+
+The stack's `monitoring` DAG is paused while this runs (and unpaused after, if it was), once a run of it that
+is under way has ended: every five minutes it checks the requests captured since, and after a benchmark that is
+millions of rows, a CPU's work for minutes, which would be measured as the predictor's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -36,6 +42,7 @@ from pathlib import Path
 
 import requests
 
+from mlops_sandbox.airflow_api import AirflowAPI
 from mlops_sandbox.config import get_settings
 from mlops_sandbox.contracts import PRODUCTION
 from mlops_sandbox.schema import get_schema
@@ -51,6 +58,8 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 SCRIPTS = Path(__file__).resolve().parent
 OURS, MLFLOW, ECHO = "this predictor", "mlflow models serve", "bare FastAPI echo"
 SHADOW, ONE_CONNECTION = "this predictor, shadow on", "single row, 1 connection"
+SHADOW_OFF = "this predictor, shadow off"
+MONITORING_DAG = "monitoring"
 MLFLOW_CONTAINER, ECHO_CONTAINER = "mlops-sandbox-bench-mlflow-serve", "mlops-sandbox-bench-echo"
 
 
@@ -162,6 +171,41 @@ def main() -> None:
     cases = {"single row": (records[0], records[:1]), "1,000-row batch": (records, records)}
     memories = []
     results = {}
+    with monitoring_paused(settings):
+        measure(settings, version, cases, memories, results, args, (ours, mlflow_url, echo_url))
+    report(settings, version, cases, memories, results, args)
+
+
+@contextlib.contextmanager
+def monitoring_paused(settings):
+    """The `monitoring` DAG paused, once its run under way (if any) has ended; as it was again afterwards."""
+    airflow = AirflowAPI(settings)
+    dag = f"/dags/{MONITORING_DAG}"
+    paused = airflow.call("GET", dag)["is_paused"]
+
+    def under_way() -> int:
+        return airflow.call("GET", f"{dag}/dagRuns", params={"state": ["queued", "running"]})["total_entries"]
+
+    try:
+        while True:
+            airflow.call("PATCH", dag, json={"is_paused": True})
+            if not under_way():
+                break
+            # a paused DAG's run does not go on: let it finish, then pause again
+            airflow.call("PATCH", dag, json={"is_paused": False})
+            say(f"waiting for the {MONITORING_DAG} run under way to end ...")
+            while under_way():
+                time.sleep(10)
+        yield
+    finally:
+        if not paused:
+            airflow.call("PATCH", dag, json={"is_paused": False})
+
+
+def measure(settings, version: str, cases: dict, memories: list, results: dict, args, urls: tuple) -> None:
+    """Each case on each server, and the predictor's memory around them (then the shadow cases)."""
+    ours, mlflow_url, echo_url = urls
+    records = cases["1,000-row batch"][0]
     try:
         start_container(
             MLFLOW_CONTAINER,
@@ -211,6 +255,8 @@ def main() -> None:
         shadow_cases(settings, cases, results, args)
         memories.append(("after the shadow cases (two models loaded)", memory(args.predictor_container)))
 
+
+def report(settings, version: str, cases: dict, memories: list, results: dict, args) -> None:
     print(
         f"\n{settings.model_name} v{version}, wrk -t2 -c{args.connections} -d{args.duration}s, "
         f"{os.cpu_count()} CPUs, each server with 2 workers\n"
@@ -233,9 +279,9 @@ def main() -> None:
                 f"p99 {mine['p99'] / theirs['p99']:.2f}x"
             )
     if args.shadow:
-        print("\nshadow on against off (this predictor, same run):")
+        print("\nshadow on against off (this predictor, each pair measured one after the other):")
         for case in cases:  # shadow_cases added ONE_CONNECTION
-            off, on = results[(case, OURS)], results[(case, SHADOW)]
+            off, on = results[(case, SHADOW_OFF)], results[(case, SHADOW)]
             print(
                 f"  {case}: {times(on['rps'] / off['rps'])} the req/s, p50 {on['p50'] / off['p50']:.2f}x, "
                 f"p99 {on['p99'] / off['p99']:.2f}x"
@@ -246,22 +292,20 @@ def main() -> None:
 
 
 def shadow_cases(settings, cases: dict, results: dict, args: argparse.Namespace) -> None:
-    """This predictor with shadow off and on: the cases at --connections, and one record on one connection."""
+    """This predictor with shadow off, then on, case by case: the cases at --connections, and one record on one
+    connection. The experiment is set off at the end."""
     from mlops_sandbox import loop, registry
 
-    single = json.dumps(cases["single row"][0])
     cases[ONE_CONNECTION] = cases["single row"]
-    say(f"{ONE_CONNECTION}: {OURS} ({args.duration} s) ...")
-    results[(ONE_CONNECTION, OURS)] = wrk(f"{settings.predictor_url}/predict", single, args.duration, 1)
-    registry.set_experiment("shadow", "bench", "bench_predictor.py --shadow", settings=settings)
     try:
-        experiment = loop.wait_until_experiment(settings, "shadow")
-        say(f"shadow on: candidate version {experiment['candidate_version']}")
         for case, (body, _) in cases.items():
-            say(f"{case}: {SHADOW} ({args.duration} s) ...")
             connections = 1 if case == ONE_CONNECTION else args.connections
-            payload = json.dumps(body)
-            results[(case, SHADOW)] = wrk(f"{settings.predictor_url}/predict", payload, args.duration, connections)
+            for mode, server in (("off", SHADOW_OFF), ("shadow", SHADOW)):
+                registry.set_experiment(mode, "bench", f"bench_predictor.py --shadow: {case}", settings=settings)
+                experiment = loop.wait_until_experiment(settings, mode, running=mode != "off")
+                say(f"{case}: {server} (candidate version {experiment['candidate_version']}, {args.duration} s) ...")
+                url = f"{settings.predictor_url}/predict"
+                results[(case, server)] = wrk(url, json.dumps(body), args.duration, connections)
     finally:
         registry.set_experiment("off", "bench", "bench_predictor.py --shadow is done", settings=settings)
 
