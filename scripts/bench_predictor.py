@@ -60,6 +60,7 @@ OURS, MLFLOW, ECHO = "this predictor", "mlflow models serve", "bare FastAPI echo
 SHADOW, ONE_CONNECTION = "this predictor, shadow on", "single row, 1 connection"
 SHADOW_OFF = "this predictor, shadow off"
 MONITORING_DAG = "monitoring"
+MONITORING_WAIT_SECONDS = 1200  # for a monitoring run under way to end, before the measurements start
 MLFLOW_CONTAINER, ECHO_CONTAINER = "mlops-sandbox-bench-mlflow-serve", "mlops-sandbox-bench-echo"
 
 
@@ -186,20 +187,28 @@ def monitoring_paused(settings):
     def under_way() -> int:
         return airflow.call("GET", f"{dag}/dagRuns", params={"state": ["queued", "running"]})["total_entries"]
 
+    deadline = time.monotonic() + MONITORING_WAIT_SECONDS
     try:
         while True:
             airflow.call("PATCH", dag, json={"is_paused": True})
-            if not under_way():
+            if paused or not under_way():  # a DAG the user paused is not started here, even to end a run
                 break
             # a paused DAG's run does not go on: let it finish, then pause again
             airflow.call("PATCH", dag, json={"is_paused": False})
             say(f"waiting for the {MONITORING_DAG} run under way to end ...")
             while under_way():
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"a {MONITORING_DAG} run is still under way after {MONITORING_WAIT_SECONDS} s: let it end, "
+                        "or mark it failed in Airflow's UI, and run this again"
+                    )
                 time.sleep(10)
         yield
     finally:
-        if not paused:
-            airflow.call("PATCH", dag, json={"is_paused": False})
+        try:
+            airflow.call("PATCH", dag, json={"is_paused": paused})  # as it was, however this ends
+        except Exception as err:  # noqa: BLE001 - say so, without hiding why the run ended
+            say(f"could not set the {MONITORING_DAG} DAG back to is_paused={paused}: {err}")
 
 
 def measure(settings, version: str, cases: dict, memories: list, results: dict, args, urls: tuple) -> None:
@@ -303,7 +312,8 @@ def shadow_cases(settings, cases: dict, results: dict, args: argparse.Namespace)
             for mode, server in (("off", SHADOW_OFF), ("shadow", SHADOW)):
                 registry.set_experiment(mode, "bench", f"bench_predictor.py --shadow: {case}", settings=settings)
                 experiment = loop.wait_until_experiment(settings, mode, running=mode != "off")
-                say(f"{case}: {server} (candidate version {experiment['candidate_version']}, {args.duration} s) ...")
+                candidate = f"candidate version {experiment['candidate_version']}, " if mode != "off" else ""
+                say(f"{case}: {server} ({candidate}{args.duration} s) ...")
                 url = f"{settings.predictor_url}/predict"
                 results[(case, server)] = wrk(url, json.dumps(body), args.duration, connections)
     finally:

@@ -448,3 +448,19 @@ def test_the_service_stops_serving_a_version_the_registry_withdrew_but_not_when_
         production.refresh()
         assert production.current is None and "version 4, which cannot be loaded" in production.last_error
         assert client.post("/predict", json=RECORD).status_code == 503
+
+
+def test_a_direct_route_refuses_a_dependency_it_would_never_run():
+    """/predict and /invocations are DirectRoutes: FastAPI calls them without solving parameters, so a
+    dependency declared on one fails when the route is made, instead of being skipped on every request."""
+    from fastapi import APIRouter, Depends
+
+    from mlops_sandbox.serve.routes import DirectRoute
+
+    router = APIRouter(route_class=DirectRoute)
+
+    async def check() -> None:
+        return None
+
+    with pytest.raises(TypeError, match="without dependencies"):
+        router.add_api_route("/checked", lambda request: None, methods=["POST"], dependencies=[Depends(check)])

@@ -306,7 +306,8 @@ def preloaded() -> FastAPI:
 
     Besides MLflow and scikit-learn, that is what the model types of the production and staging versions name
     in `serving_modules`, read from the registry at start (the built-in types name none: an MLP predicts with
-    NumPy, so the service never imports torch). A type that only later comes to be served is imported by each
+    NumPy from its `.npz`, without torch; an MLP version logged before the `.npz` existed still imports torch,
+    in each worker). A type that only later comes to be served is imported by each
     worker when it loads the model, as it would be without this."""
     import mlflow.pyfunc  # noqa: F401 - imported for the workers: the registry client, the model's loader
     import sklearn.compose  # noqa: F401 - what the logged models unpickle

@@ -1,5 +1,5 @@
 """Logging a `TabularModel` to MLflow (seed steps 2 and 19): a pyfunc model with its signature and input example,
-preprocessing included, and the files its model type saves beside it (the MLP's `.pth`).
+preprocessing included, and the files its model type saves beside it (the MLP's `.pth` and `.npz`).
 
 The logged model is self-contained. Its `TabularModel` pickle names this library's classes (`TabularModel`, the
 model types, the preprocessing's feature functions), so a copy of the library's Python files travels with it,
@@ -37,7 +37,8 @@ class TabularPyfunc(PythonModel):
     """The MLflow pyfunc face of a `TabularModel`: raw records in, predictions out.
 
     Artifacts: `model`, the pickled `TabularModel`, with what its model type's `save` put in place of the fitted
-    model; and the files that `save` wrote (the MLP's `state_dict`). The model type's `load` restores it.
+    model; and the files that `save` wrote (the MLP's `state_dict` and `weights`). The model type's `load`
+    restores it.
     """
 
     def load_context(self, context) -> None:
@@ -92,7 +93,7 @@ def save_artifacts(model: TabularModel, folder: Path) -> dict[str, str]:
 
 def log_model(model: TabularModel, example: pd.DataFrame, tmp_dir: Path | None = None):
     """Log `model` in the active MLflow run as `model`, and its model type's files (the MLP's
-    `pytorch/model.pth`) as run artifacts too.
+    `pytorch/model.pth` and `mlp/weights.npz`) as run artifacts too.
 
     Returns the `ModelInfo`. Call inside `mlflow.start_run()`.
     """

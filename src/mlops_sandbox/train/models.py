@@ -29,7 +29,7 @@ class ModelType:
 
     A model type module exposes `MODEL_TYPE`, an instance of a subclass that sets `name` and `description` and
     implements `fit`. The defaults suit a picklable scikit-learn estimator; override `save`/`load` for a model
-    that travels in its own files (the MLP's `.pth`).
+    that travels in its own files (the MLP's `.pth` and `.npz`).
 
     - `fit(x, y, config)` gets float32 features (scaled numbers, one-hot categories) and the standardised
       target (of log(target) when `target_log` and every target is positive) and returns the fitted model;
