@@ -273,10 +273,12 @@ def prediction_log_lines(
     variant: str = PRODUCTION_VARIANT,
     shadow_of: tuple[str, Sequence[float]] | None = None,
     client_request_id: str | None = None,
+    first_row: int = 0,
 ) -> bytes:
     """`to_jsonl(prediction_log_records(...))`, byte for byte, built without a dict per row: the fields every
     row shares are encoded once, the inputs (dicts or msgspec structs) and predictions in one call each, and the
-    lines joined in C. The prediction service's hot path for a batch."""
+    lines joined in C. The prediction service's hot path for a batch. `first_row` (not in `prediction_log_records`):
+    the first input's place in its request's batch, when `inputs` are a part of it (shadow scoring's)."""
     stamp = record_time(timestamp or datetime.now(UTC))
     head = b'{"request_id":' + _jsonl.encode(request_id) + b',"row":'
     shared = (
@@ -292,7 +294,7 @@ def prediction_log_lines(
         + b',"inputs":'
     )
     latency = b',"latency_ms":' + _jsonl.encode(float(latency_ms))
-    rows = _jsonl.encode(list(range(len(inputs))))[1:-1].split(b",")
+    rows = _jsonl.encode(list(range(first_row, first_row + len(inputs))))[1:-1].split(b",")
     values = _jsonl.encode_lines(inputs).split(b"\n")[:-1]
     outputs = _numbers(predictions)
     if not len(rows) == len(values) == len(outputs):
