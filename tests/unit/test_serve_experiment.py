@@ -160,43 +160,75 @@ def test_a_candidate_promoted_to_production_ends_the_experiment():
     assert experiment["broken"] is None and not experiment["running"]
 
 
-def test_shadow_work_is_bounded_when_the_candidate_falls_behind_and_the_excess_is_counted():
-    import threading
+def test_shadow_scoring_runs_in_a_low_priority_process_and_what_it_cannot_keep_up_with_is_counted():
+    """The scorer process is stopped (SIGSTOP) while requests keep coming: once its socket is full, the rest
+    is not shadowed and is counted; what was queued is still scored once it runs again, and the last one
+    (a 300-row batch, in parts) keeps its row numbers."""
+    import os
+    import signal
 
     from mlops_sandbox.serve import metrics
     from mlops_sandbox.serve.experiment import ShadowJob, ShadowScorer
 
-    release = threading.Event()
-    slow = Candidate()
-    slow.refresh()
-    inner = slow.current.pyfunc
-    original = inner.predict
-    inner.predict = lambda frame: release.wait(10) and original(frame)  # a candidate that is busy until released
-    experiment = DeclaredExperiment(SHADOW, slow)
+    experiment = DeclaredExperiment(SHADOW)
     experiment.refresh(None)
     captured = Captured()
-    scorer = ShadowScorer(experiment, captured, max_rows=3, window=0.0)
+    scorer = ShadowScorer(experiment, captured, list(RECORD), window=0.0)
 
     def job(request_id: str, rows: int) -> ShadowJob:
-        records = [RECORD] * rows
-        columns = {name: [RECORD[name]] * rows for name in RECORD}
-        return ShadowJob(request_id, records, columns, "3", [1.0] * rows)
+        return ShadowJob(request_id, [RECORD] * rows, "3", [float(i) for i in range(rows)])
 
     dropped = metrics.SHADOW_DROPPED._value.get()
-    scorer.submit(job("before-start", 1))  # not started: nothing is queued
+    scorer.submit(job("before-start", 1))  # not started: not shadowed
     scorer.start()
-    scorer.submit(job("first", 1))
-    for _ in range(100):  # the thread has taken it, and waits in the candidate
-        if scorer._queued == 0:
+    pid = scorer._scorer.pid
+
+    def lowest_priority() -> bool:
+        return os.sched_getscheduler(pid) == os.SCHED_IDLE or os.getpriority(os.PRIO_PROCESS, pid) == 19
+
+    for _ in range(100):  # the process lowers its own priority as it starts
+        if lowest_priority():
             break
         time.sleep(0.01)
-    scorer.submit(job("queued", 2))  # 2 of at most 3 rows waiting
-    scorer.submit(job("over", 2))  # 4 > 3: not shadowed
-    release.set()
+    assert lowest_priority()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        submitted = 0
+        while metrics.SHADOW_DROPPED._value.get() - dropped < 2:  # the socket's buffer is full
+            scorer.submit(job(f"r{submitted}", 1))
+            submitted += 1
+            assert submitted < 100_000
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for _ in range(100):  # the candidate catches up
+        if len(captured) == submitted - 1:
+            break
+        time.sleep(0.05)
+    scorer.submit(job("batch", 300))
     scorer.stop()
-    assert sorted({r["request_id"] for r in captured}) == ["first", "queued"]
-    assert all(r["shadow"] and r["model_version"] == "4" for r in captured) and len(captured) == 3
-    assert metrics.SHADOW_DROPPED._value.get() - dropped == 3  # before-start (1) and over (2)
+    single = [r for r in captured if r["request_id"] != "batch"]
+    assert len(single) == submitted - 1 and metrics.SHADOW_DROPPED._value.get() - dropped == 2
+    batch = sorted((r for r in captured if r["request_id"] == "batch"), key=lambda r: r["row"])
+    assert [r["row"] for r in batch] == list(range(300))
+    assert [r["production_prediction"] for r in batch] == [float(i) for i in range(300)]
+    assert all(r["shadow"] and r["model_version"] == "4" and r["inputs"] == RECORD for r in captured)
+    with pytest.raises(ProcessLookupError):  # stopped, and reaped
+        os.kill(pid, 0)
+
+
+def test_a_shadow_candidate_that_fails_never_costs_the_caller_an_answer():
+    captured = Captured()
+    with _client(DeclaredExperiment(SHADOW, Candidate(factor=-1)), captured) as client:
+        _experiment_seen(client, "shadow")
+        answers = [client.post("/predict", json=RECORD) for _ in range(3)]
+        for _ in range(100):  # the scorer process reports the failure
+            experiment = client.get("/health").json()["experiment"]
+            if experiment["broken"]:
+                break
+            time.sleep(0.05)
+    assert {(a.status_code, a.json()["variant"]) for a in answers} == {(200, "production")}
+    assert "failed on a request" in experiment["broken"] and "the candidate broke" in experiment["broken"]
+    assert not any(r.get("shadow") for r in captured) and len(captured) == 3
 
 
 def test_a_failed_candidate_stays_aside_until_the_experiment_is_set_again():
@@ -212,3 +244,61 @@ def test_a_failed_candidate_stays_aside_until_the_experiment_is_set_again():
     experiment.tags["serving_mode.set_at"] = "2026-11-26T10:05:00+00:00"  # set again, the same mode
     experiment.refresh(production.current)
     assert experiment.candidate.version == "4" and experiment.broken is None
+
+
+def test_the_scorer_scores_only_when_the_machine_has_cpu_to_spare():
+    """Busy processes on every CPU leave none to spare; once they stop, there is. (/proc/stat counts the
+    host's CPUs: this runs where the tests can use them all, as in CI.)"""
+    import multiprocessing
+    import os
+
+    from mlops_sandbox.serve.experiment import SpareCpu
+
+    spare = SpareCpu()
+    time.sleep(0.3)
+    assert spare.enough()  # an idle machine (the unit tests run alone)
+    stop = multiprocessing.Event()
+    busy = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(os.cpu_count() or 1)]
+    for process in busy:
+        process.start()
+    try:
+        time.sleep(0.3)
+        spare.enough()  # from here on, every CPU is busy
+        time.sleep(0.5)
+        assert not spare.enough()
+    finally:
+        stop.set()
+        for process in busy:
+            process.join()
+    time.sleep(0.3)
+    spare.enough()
+    time.sleep(0.3)
+    assert spare.enough()
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+def test_a_scorer_process_that_cannot_be_forked_costs_no_answer_and_leaks_nothing(monkeypatch):
+    import errno
+    import os
+
+    from mlops_sandbox.serve import metrics
+    from mlops_sandbox.serve.experiment import ShadowJob, ShadowScorer
+
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    experiment = DeclaredExperiment(SHADOW)
+    experiment.refresh(None)
+    scorer = ShadowScorer(experiment, Captured(), list(RECORD), window=0.0)
+    monkeypatch.setattr(os, "fork", no_fork)
+    files = len(os.listdir("/proc/self/fd"))
+    dropped = metrics.SHADOW_DROPPED._value.get()
+    scorer.start()  # the poll's sync: no process, and no exception
+    scorer.submit(ShadowJob("r1", [RECORD], "3", [1.0]))  # a request never forks: not shadowed, counted
+    assert scorer._scorer is None and metrics.SHADOW_DROPPED._value.get() - dropped == 1
+    assert len(os.listdir("/proc/self/fd")) == files  # its socket and pipe were closed
+    scorer.stop()

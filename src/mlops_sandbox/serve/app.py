@@ -160,13 +160,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     capture: PredictionCapture | None = app.state.capture
     if capture is not None:
         capture.start()
-    poller = asyncio.create_task(
-        poll_registry(app.state.production, app.state.settings.model_poll_seconds, app.state.experiment)
-    )
-    trimmer = asyncio.create_task(trim_memory())
     shadow: ShadowScorer | None = app.state.predictor.shadow
     if shadow is not None:
         shadow.start()
+    poller = asyncio.create_task(
+        poll_registry(app.state.production, app.state.settings.model_poll_seconds, app.state.experiment, shadow)
+    )
+    trimmer = asyncio.create_task(trim_memory())
     yield
     poller.cancel()
     trimmer.cancel()
@@ -212,7 +212,7 @@ def create_app(
     app.state.capture = capture
     app.state.experiment = experiment
     reader = BodyReader(schema, settings.predictor_max_batch)
-    shadow = ShadowScorer(experiment, capture) if capture is not None else None
+    shadow = ShadowScorer(experiment, capture, reader.features) if capture is not None else None
     app.state.predictor = deps.Predictor(settings, production, capture, reader, experiment, shadow)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, max_bytes=settings.predictor_max_body_bytes)

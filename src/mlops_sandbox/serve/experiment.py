@@ -5,9 +5,9 @@ share of callers (`serving_ab_share`); the candidate is the version with the `st
 them at each registry poll, so every worker and every restart agrees (`mlops-sandbox model experiment` sets
 them).
 
-- shadow: production answers every request. After the answer, the candidate predicts the same rows
-  (`ShadowScorer`: queued, in batches, in a thread of its own that works at most a tenth of the time) and its
-  predictions are captured as shadow lines beside production's.
+- shadow: production answers every request. After the answer, the candidate predicts the same rows in a
+  process of its own at the lowest CPU priority (`ShadowScorer`), and its predictions are captured as shadow
+  lines beside production's.
 - ab: a caller whose key (`X-Client-ID`, else the request id) hashes below the share is answered by the
   candidate (`mlops_sandbox.experiment.assign_variant`: sticky and the same in every worker).
 
@@ -19,13 +19,23 @@ experiment or its candidate changes.
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import logging
-import sys
+import os
+import select
+import signal
+import socket
+import struct
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from typing import Any
+
+import msgspec
 
 from mlops_sandbox.contracts import (
     CANDIDATE_VARIANT,
@@ -45,11 +55,14 @@ from mlops_sandbox.serve.model import ProductionModel, ServedModel
 
 log = logging.getLogger(__name__)
 
-SHADOW_QUEUE_ROWS = 20_000  # rows waiting for their shadow prediction; more are not shadowed (and counted)
+SHADOW_MESSAGE_ROWS = 128  # a request's rows go to the scorer process in messages of at most this many
+SHADOW_MESSAGE_BYTES = 256 * 1024  # the largest message the scorer process reads (a larger one is not shadowed)
+SHADOW_QUEUE_BYTES = 1024 * 1024  # the jobs socket's send buffer (the kernel may cap it): a full one drops rows
+SHADOW_QUEUE_ROWS = 20_000  # rows the scorer process keeps waiting for spare CPU; more are not shadowed
+SHADOW_SPARE_CPU = 0.1  # the share of the machine's CPU that must be idle (or the scorer's) for it to score
 SHADOW_BATCH_ROWS = 2_000  # the candidate predicts at most this many queued rows in one call
 SHADOW_WINDOW_SECONDS = 0.05  # what queued in this time is predicted in one call
-SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits (Python's default: 0.005)
-SHADOW_MAX_BUSY = 0.1  # the share of the time the scoring thread may work: the rest is the answers' (and the GIL)
+STOP_SECONDS = 5.0  # how long a stopping scorer process may take to score what it has, before it is killed
 
 
 class Experiment:
@@ -151,146 +164,381 @@ class ShadowJob:
 
     request_id: str
     records: Sequence[Any]
-    columns: dict[str, list]
     production_version: str
     answered: list[float]
 
 
-class ShadowScorer:
-    """Shadow predictions off the answer's path: `submit` queues an answered request (never blocks, never
-    raises, and wakes nothing but an idle thread); a thread of its own sleeps `window` seconds after the first
-    request queues, takes what queued meanwhile, has the candidate predict it in one call, and captures a
-    shadow line per row. So a request costs a list append, and the thread takes the GIL once per window, not
-    once per request.
+_HEAD = struct.Struct("!cQ")  # a result from the scorer process: its kind and how many rows it is about
+_LINES, _FAILED = b"L", b"F"  # shadow lines to capture; the candidate failed (the payload says how)
 
-    Best effort, and bounded: the thread works at most `max_busy` of the time (after a batch that took t
-    seconds, it rests t * (1 / max_busy - 1)), and when the candidate falls behind by more than `max_rows` rows,
-    the excess is not shadowed (counted in `predictor_shadow_dropped_rows`). So under light load every request
-    is shadowed, and at saturation the answers keep at least 1 - max_busy of the CPU while memory stays flat.
-    The thread keeps the process's CPU priority: a lowered one risks a priority inversion (requests waiting for
-    the GIL behind a thread the kernel does not run). Shadow mode still costs single requests on one connection
-    about 3.6x their p99 on 2 CPUs (scripts/bench_predictor.py --shadow), though the thread held the GIL in
-    2.4 % of the samples py-spy took meanwhile: the cause is not found.
+
+class _Scorer:
+    """A scorer process for one candidate, as its worker sees it: the pid, the two channels, and the thread
+    that reads its results."""
+
+    def __init__(self, pid: int, candidate: ServedModel, jobs: socket.socket, results: Connection):
+        self.pid, self.candidate, self.jobs, self.results = pid, candidate, jobs, results
+        self.reader: threading.Thread | None = None
+        self.stopping = False
+        self.sent = 0  # rows sent to it (written by the worker's event loop thread only)
+        self.full_until = 0.0  # its socket was full: until then, requests are not even encoded for it
+        self.done = 0  # rows it reported on (written by the results thread only)
+
+    def alive(self) -> bool:
+        return self.reader is not None and self.reader.is_alive()
+
+
+class _Remote(Exception):
+    """A failure reported by the scorer process: its repr as that process wrote it."""
+
+    def __repr__(self) -> str:
+        return str(self.args[0])
+
+
+class ShadowScorer:
+    """Shadow predictions off the answer's CPU: a scorer process forked from the worker for each candidate (it
+    shares the loaded model's pages) at the lowest CPU priority there is (SCHED_IDLE, else nice 19), which
+    scores only while the machine has CPU to spare (`SpareCpu`).
+
+    - `submit` (once the answer is made and captured, before it is sent) encodes the request's records,
+      production's version and predictions as msgpack (in C), and sends them to the process on a socket, one
+      message per SHADOW_MESSAGE_ROWS rows, without blocking: when the process is behind and the socket is
+      full, the rest is not shadowed (counted in `predictor_shadow_dropped_rows`), and nothing is encoded for
+      it for a `window`. So under light load every request is shadowed; at saturation the answers keep the
+      CPU and few rows are shadowed, while memory stays flat.
+    - The process waits `window` seconds after work arrives, keeps at most SHADOW_QUEUE_ROWS rows, and when the
+      machine had CPU to spare meanwhile, has the candidate predict up to SHADOW_BATCH_ROWS rows in one call
+      and sends the shadow lines back on a pipe; a thread of the worker's (blocked on the pipe in between)
+      captures them. A candidate that fails is reported back, and the experiment is marked broken (so is one
+      whose process exits with an error). Rows sent and never reported on are counted as dropped.
+    - `sync` (after each registry poll: a request never forks) starts the process for the candidate in shadow,
+      and ends one whose candidate is gone: closing its socket, it scores what it has and exits. A worker that
+      dies, however, closes the socket too.
     """
 
     def __init__(
         self,
         experiment: Experiment,
         capture: PredictionCapture | None,
-        max_rows: int = SHADOW_QUEUE_ROWS,
+        features: Sequence[str],
         window: float = SHADOW_WINDOW_SECONDS,
-        max_busy: float = SHADOW_MAX_BUSY,
     ):
         self.experiment = experiment
         self.capture = capture
-        self.max_rows = max_rows
+        self.features = list(features)
         self.window = window
-        self.rest = 1 / max_busy - 1
-        self._jobs: collections.deque[ShadowJob] = collections.deque()
-        self._queued = 0  # rows submitted and not yet taken
-        self._lock = threading.Lock()
-        self._waiting = threading.Event()  # set when the idle thread has work, or is to stop
-        self._stopping = False
-        self._stopped = threading.Event()  # cuts the thread's window and rest short when it is to stop
-        self._thread: threading.Thread | None = None
+        self._scorer: _Scorer | None = None
+        self._ending: list[_Scorer] = []  # scorers told to end, which may still be scoring what they had
+        self._running = False
+        self._encode = msgspec.msgpack.Encoder().encode
 
     def start(self) -> None:
-        """Start the scoring thread (in the worker process: after the fork). A request that arrives while the
-        thread holds the GIL waits at most the switch interval for it: 0.5 ms here, not Python's 5 ms."""
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        self._stopping = False
-        self._stopped.clear()
-        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
-        self._thread.start()
+        """Shadow from now on (in the worker process: after the fork); the scorer process starts with the first
+        registry poll or shadow request that finds a candidate."""
+        self._running = True
+        self.sync()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread once what is queued now is scored (at most `timeout` seconds)."""
-        if self._thread is not None:
-            with self._lock:
-                self._stopping = True
-            self._stopped.set()
-            self._waiting.set()
-            self._thread.join(timeout)
-            self._thread = None
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Stop shadowing once the scorer processes have scored what they have (at most `timeout` seconds,
+        then they are killed)."""
+        self._running = False
+        scorer, self._scorer = self._scorer, None
+        if scorer is not None:
+            self._end(scorer)
+        deadline = time.monotonic() + timeout
+        for ending in self._ending:
+            if ending.reader is not None:
+                ending.reader.join(max(0.0, deadline - time.monotonic()))
+        for ending in self._ending:
+            if ending.alive():
+                log.warning("shadow scorer process %s did not stop in %ss: killed", ending.pid, timeout)
+                with contextlib.suppress(ProcessLookupError):  # it has just ended
+                    os.kill(ending.pid, signal.SIGKILL)
+                ending.reader.join(1.0)
+        self._ending.clear()
+
+    def _shadowed(self) -> ServedModel | None:
+        return self.experiment.candidate if self._running and self.experiment.mode == MODE_SHADOW else None
+
+    def sync(self) -> None:
+        """Run a scorer process for the candidate to shadow now, and none for any other."""
+        candidate, scorer = self._shadowed(), self._scorer
+        if scorer is not None and scorer.candidate is candidate and scorer.alive():
+            return
+        if scorer is not None:
+            self._scorer = None
+            self._end(scorer)
+        if candidate is not None:
+            try:
+                self._scorer = self._fork(candidate)
+            except OSError as err:  # no process, pipe or socket to be had now: the next poll tries again
+                log.warning("shadow scorer process not started: %s", err)
 
     def submit(self, job: ShadowJob) -> None:
+        """Send an answered request to the scorer process, if it runs for the candidate in shadow now (the
+        registry poll starts one: a request never forks); never blocks on it, never raises."""
         rows = len(job.records)
-        with self._lock:
-            if self._thread is None or self._stopping or self._queued + rows > self.max_rows:
-                metrics.SHADOW_DROPPED.inc(rows)
-                return
-            self._queued += rows
-            self._jobs.append(job)
-            first = len(self._jobs) == 1
-        if first:
-            self._waiting.set()
+        sent, scorer = 0, self._scorer
+        if scorer is not None and scorer.candidate is self._shadowed() and time.monotonic() >= scorer.full_until:
+            jobs = scorer.jobs
+            try:
+                for start in range(0, rows, SHADOW_MESSAGE_ROWS):
+                    end = min(rows, start + SHADOW_MESSAGE_ROWS)
+                    part = (job.request_id, job.production_version, start, job.answered[start:end])
+                    message = self._encode((*part, job.records[start:end]))
+                    if len(message) > SHADOW_MESSAGE_BYTES:
+                        log.warning("shadow job of %s bytes not sent: over %s", len(message), SHADOW_MESSAGE_BYTES)
+                        break
+                    jobs.send(message)
+                    scorer.sent += end - sent
+                    sent = end
+            except BlockingIOError:  # the process is behind: leave it be for a while
+                scorer.full_until = time.monotonic() + self.window
+            except OSError as err:  # the process is gone, or a message too large for the socket
+                log.debug("shadow job not sent: %s", err)
+            except Exception:  # noqa: BLE001 - records msgpack cannot encode: shadowing never costs an answer
+                log.exception("shadow job not sent")
+        if sent < rows:
+            metrics.SHADOW_DROPPED.inc(rows - sent)
 
-    def _take(self) -> tuple[list[ShadowJob], bool]:
-        """What queued, up to SHADOW_BATCH_ROWS rows (a job over that alone), and whether the thread is to
-        stop. Nothing, after a wake-up that found the queue already taken or a stop."""
-        jobs, rows = [], 0
-        with self._lock:
-            while self._jobs and (not jobs or rows + len(self._jobs[0].records) <= SHADOW_BATCH_ROWS):
-                job = self._jobs.popleft()
-                jobs.append(job)
-                rows += len(job.records)
-            self._queued -= rows
-            if not self._jobs:
-                self._waiting.clear()  # under the lock: a submit after this sees an empty queue and sets it
-            return jobs, self._stopping and not self._jobs
+    def _fork(self, candidate: ServedModel) -> _Scorer:
+        jobs, their_jobs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            jobs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SHADOW_QUEUE_BYTES)
+            results, their_results = Pipe(duplex=False)
+        except OSError:
+            jobs.close()
+            their_jobs.close()
+            raise
+        try:
+            pid = os.fork()
+        except OSError:
+            for end in (jobs, their_jobs, results, their_results):
+                end.close()
+            raise
+        if pid == 0:  # the scorer process: it never returns
+            code = 1
+            try:
+                _become_scorer(keep={their_jobs.fileno(), their_results.fileno()})
+                _score(their_jobs, their_results, candidate, self.features, self.window)
+                code = 0
+            except BrokenPipeError:  # its worker is gone (killed): nobody is left to capture its lines
+                code = 0
+            except BaseException:  # noqa: BLE001 - reported by the exit code
+                log.exception("the shadow scorer process failed")
+            finally:
+                os._exit(code)
+        their_jobs.close()
+        their_results.close()
+        jobs.setblocking(False)
+        scorer = _Scorer(pid, candidate, jobs, results)
+        scorer.reader = threading.Thread(target=self._read, args=(scorer,), name="shadow-results", daemon=True)
+        scorer.reader.start()
+        log.info("shadow scorer process %s started for candidate version %s", pid, candidate.version)
+        return scorer
 
-    def _run(self) -> None:
-        while True:
-            self._waiting.wait()
-            self._stopped.wait(self.window)  # what queues meanwhile is predicted in the same call
-            jobs, stop = self._take()
-            if jobs:
-                started = time.monotonic()
+    def _end(self, scorer: _Scorer) -> None:
+        """Close the scorer's jobs: it scores what it has, and exits; its results thread captures what it sends,
+        and reaps it."""
+        scorer.stopping = True
+        scorer.jobs.close()
+        self._ending = [s for s in self._ending if s.alive()] + [scorer]
+
+    def _read(self, scorer: _Scorer) -> None:
+        """The results thread: capture what the scorer process sends until it exits, then reap it."""
+        try:
+            while True:
                 try:
-                    self.score(jobs)
-                except Exception:  # noqa: BLE001 - the thread must outlive any one batch
-                    log.exception("shadow scoring failed")
-                    metrics.SHADOW_DROPPED.inc(sum(len(job.records) for job in jobs))
-                self._stopped.wait((time.monotonic() - started) * self.rest)
-            if stop:
-                return
+                    message = scorer.results.recv_bytes()
+                except (EOFError, OSError):
+                    break
+                kind, count = _HEAD.unpack_from(message)
+                payload = message[_HEAD.size :]
+                scorer.done += count
+                if kind == _LINES:
+                    self._capture(payload, count)
+                else:
+                    metrics.SHADOW_DROPPED.inc(count)
+                    if not scorer.stopping:  # an ended scorer's candidate is no longer the experiment's
+                        self.experiment.fail(scorer.candidate, _Remote(payload.decode()))
+        finally:
+            scorer.results.close()
+            metrics.SHADOW_DROPPED.inc(max(0, scorer.sent - scorer.done))  # killed, or died, with rows queued
+            try:
+                code = os.waitstatus_to_exitcode(os.waitpid(scorer.pid, 0)[1])
+            except ChildProcessError:  # reaped already, by whoever waits for any child
+                code = 0
+            if code < 0:  # killed (the OOM killer, a person): not the candidate's failure; the next poll forks again
+                log.warning("shadow scorer process %s was killed by signal %s", scorer.pid, -code)
+            elif code != 0 and not scorer.stopping:
+                self.experiment.fail(scorer.candidate, _Remote(f"its shadow scorer process ended with code {code}"))
 
-    def score(self, jobs: list[ShadowJob]) -> None:
-        """Have the candidate predict `jobs`' rows in one call, and capture one shadow line per row."""
-        count = sum(len(job.records) for job in jobs)
-        candidate = self.experiment.candidate if self.experiment.mode == MODE_SHADOW else None
-        if candidate is None or self.capture is None:
+    def _capture(self, lines: bytes, count: int) -> None:
+        if self.capture is None:
             metrics.SHADOW_DROPPED.inc(count)
             return
-        columns = {name: [v for job in jobs for v in job.columns[name]] for name in jobs[0].columns}
-        started = time.perf_counter()
         try:
-            predictions = candidate.predict(columns).tolist()
-        except Exception as err:  # noqa: BLE001 - any failure of the candidate: production is unaffected
-            self.experiment.fail(candidate, err)
-            metrics.SHADOW_DROPPED.inc(count)
-            return
-        latency_ms = (time.perf_counter() - started) * 1000
-        lines, start = [], 0
-        for job in jobs:
-            end = start + len(job.records)
-            lines.append(
-                prediction_log_lines(
-                    job.request_id,
-                    candidate.name,
-                    candidate.version,
-                    job.records,
-                    predictions[start:end],
-                    latency_ms,
-                    variant=CANDIDATE_VARIANT,
-                    shadow_of=(job.production_version, job.answered),
-                )
-            )
-            start = end
-        try:
-            self.capture.log(b"".join(lines), count)
+            self.capture.log(lines, count)
         except CaptureUnavailable as err:
             log.warning("shadow predictions not captured: %s", err)
             metrics.SHADOW_DROPPED.inc(count)
             return
         metrics.SHADOW_ROWS.inc(count)
+
+
+def _become_scorer(keep: set[int]) -> None:
+    """Make this fork of a worker a scorer process: the lowest CPU priority; none of the worker's files (its
+    capture segment's lock, its sockets) held open; no signal handler of the worker's. Objects it inherited are
+    never collected here (their finalizers are the worker's business)."""
+    gc.freeze()
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(signum, signal.SIG_IGN)  # a terminal's ^C, or gunicorn's signals: its worker decides
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a group's SIGTERM too: it ends when its worker closes its jobs
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+def _score(jobs: socket.socket, results: Connection, candidate: ServedModel, features: list[str], window: float):
+    """The scorer process's loop, until its worker closes the jobs socket: take what arrives while fewer than
+    SHADOW_QUEUE_ROWS rows wait (then the socket fills, and the worker drops what it cannot send); every
+    `window` seconds, if the machine had CPU to spare meanwhile, predict up to SHADOW_BATCH_ROWS of it in one
+    call, and send back the shadow lines (or the failure). Once the socket is closed, what is left is scored at
+    once."""
+    buffer = bytearray(SHADOW_MESSAGE_BYTES)
+    view = memoryview(buffer)
+    decode = msgspec.msgpack.Decoder().decode
+    queue: collections.deque[list] = collections.deque()
+    queued, ended, spare = 0, False, SpareCpu()
+    hangup = select.poll()
+    hangup.register(jobs, select.POLLIN)  # POLLHUP is always reported
+    while True:
+        flags, idle = (socket.MSG_DONTWAIT if queue else 0), not queue
+        while not ended and queued < SHADOW_QUEUE_ROWS:  # take what arrived; wait only with nothing else to do
+            try:
+                size = jobs.recv_into(buffer, 0, flags)
+            except BlockingIOError:
+                break
+            flags = socket.MSG_DONTWAIT
+            if not size:
+                ended = True
+                break
+            queue.append(decode(view[:size]))
+            queued += len(queue[-1][4])
+        if not ended and queued >= SHADOW_QUEUE_ROWS and any(e & select.POLLHUP for _, e in hangup.poll(0)):
+            ended = True  # its worker is gone or done: what is still in the socket is not scored (it counts it)
+        if idle and queue:
+            spare.reset()  # how busy the machine was while nothing waited says nothing
+        if not queue:
+            if ended:
+                return
+            continue
+        if not ended:
+            time.sleep(window)  # what arrives meanwhile goes in the same call
+            if not spare.enough():
+                continue
+        batch, rows = [], 0
+        while queue and (not batch or rows + len(queue[0][4]) <= SHADOW_BATCH_ROWS):
+            batch.append(queue.popleft())
+            rows += len(batch[-1][4])
+        queued -= rows
+        results.send_bytes(_shadow_lines(batch, rows, candidate, features))
+
+
+class SpareCpu:
+    """Whether the machine had CPU to spare since the last look: at least SHADOW_SPARE_CPU of its CPU time idle
+    or this process's (so its own work does not count against it); in a cgroup with a CPU limit (`cpu.max`),
+    at least that share of the limit unused by the others, and none of it throttled. SCHED_IDLE alone is not
+    enough: it yields only to the processes of its own cgroup (the workers), not to those of other containers
+    or of the host (a load generator, a proxy), and its time counts against the cgroup's limit."""
+
+    CGROUP = "/sys/fs/cgroup"  # cgroup v2, as a container sees its own
+
+    def __init__(self) -> None:
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.limit = _cpu_limit(self.CGROUP)  # CPUs, or None
+        self.reset()
+
+    def reset(self) -> None:
+        """Look from now on (when work arrives after an idle spell)."""
+        self.last = self._read()
+
+    def _read(self) -> tuple[float, ...]:
+        try:
+            with open("/proc/stat", "rb") as f:
+                times = [int(v) for v in f.readline().split()[1:9]]
+            total, idle = sum(times), times[3] + times[4]
+        except (OSError, ValueError, IndexError):
+            total = idle = 0
+        stat = {}
+        with contextlib.suppress(OSError, ValueError, IndexError), open(f"{self.CGROUP}/cpu.stat", "rb") as f:
+            stat = {k: int(v) for k, v in (line.split() for line in f)}
+        mine = os.times()
+        return (
+            total,
+            idle,
+            (mine.user + mine.system) * self.ticks,
+            stat.get(b"nr_throttled", 0),
+            stat.get(b"usage_usec", 0) / 1e6 * self.ticks,
+            time.monotonic() * self.ticks,
+        )
+
+    def enough(self) -> bool:
+        now, (total, idle, mine, throttled, used, when) = self._read(), self.last
+        self.last = now
+        if now[3] != throttled:
+            return False
+        if self.limit is not None and now[5] > when:  # the others' share of the limit, meanwhile
+            others = (now[4] - used - (now[2] - mine)) / (now[5] - when)
+            if (self.limit - others) / self.limit < SHADOW_SPARE_CPU:
+                return False
+        if now[0] <= total:  # no /proc/stat, or no tick since: nothing says the machine is busy
+            return True
+        return (now[1] - idle + now[2] - mine) / (now[0] - total) >= SHADOW_SPARE_CPU
+
+
+def _cpu_limit(cgroup: str) -> float | None:
+    """The CPUs that `cpu.max` allows this cgroup, or None: no limit (or no cgroup v2)."""
+    try:
+        with open(f"{cgroup}/cpu.max") as f:
+            quota, period = f.read().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _shadow_lines(batch: list, rows: int, candidate: ServedModel, features: list[str]) -> bytes:
+    """The candidate's shadow lines for a batch of (request id, production version, first row, production's
+    predictions, records) parts, or the failure, as a result message."""
+    started = time.perf_counter()
+    try:
+        columns = {name: [record[name] for part in batch for record in part[4]] for name in features}
+        predictions = candidate.predict(columns).tolist()
+        latency_ms = (time.perf_counter() - started) * 1000
+        lines, start = [], 0
+        for request_id, production_version, first_row, answered, records in batch:
+            end = start + len(records)
+            lines.append(
+                prediction_log_lines(
+                    request_id,
+                    candidate.name,
+                    candidate.version,
+                    records,
+                    predictions[start:end],
+                    latency_ms,
+                    variant=CANDIDATE_VARIANT,
+                    shadow_of=(production_version, answered),
+                    first_row=first_row,
+                )
+            )
+            start = end
+    except Exception as err:  # noqa: BLE001 - any failure of the candidate: production is unaffected
+        return _HEAD.pack(_FAILED, rows) + repr(err).encode()
+    return _HEAD.pack(_LINES, rows) + b"".join(lines)

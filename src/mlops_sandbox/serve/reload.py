@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from mlops_sandbox.serve.experiment import Experiment
+from mlops_sandbox.serve.experiment import Experiment, ShadowScorer
 from mlops_sandbox.serve.model import ProductionModel
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,14 @@ def signal_reload() -> None:
         os.utime(RELOAD_SIGNAL)
 
 
-async def poll_registry(production: ProductionModel, poll_seconds: float, experiment: Experiment | None = None) -> None:
-    """Refresh `production` (then the `experiment` beside it) every `poll_seconds`, and at once when the reload
-    signal moves. Runs until cancelled."""
+async def poll_registry(
+    production: ProductionModel,
+    poll_seconds: float,
+    experiment: Experiment | None = None,
+    shadow: ShadowScorer | None = None,
+) -> None:
+    """Refresh `production` (then the `experiment` beside it, and the `shadow` scorer process it needs) every
+    `poll_seconds`, and at once when the reload signal moves. Runs until cancelled."""
     seen_signal, next_poll = signal_mtime(), 0.0
     while True:
         signal = signal_mtime()
@@ -43,6 +48,8 @@ async def poll_registry(production: ProductionModel, poll_seconds: float, experi
                 await asyncio.to_thread(production.refresh)
                 if experiment is not None:
                     await asyncio.to_thread(experiment.refresh, production.current)
+                if shadow is not None:
+                    shadow.sync()  # here, in the event loop's thread: it may fork
             except Exception:  # noqa: BLE001 - the poller must outlive any single failure
                 log.exception("registry poll failed")
         await asyncio.sleep(1.0)

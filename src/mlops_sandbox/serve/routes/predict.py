@@ -128,7 +128,7 @@ def predict_rows(predictor, rows: Rows, started: float, x_request_id: str | None
     if experiment.mode != MODE_OFF:
         metrics.VARIANT_ROWS.labels(variant).inc(len(rows))
         if experiment.mode == MODE_SHADOW and predictor.shadow is not None:
-            predictor.shadow.submit(ShadowJob(request_id, rows.records, rows.columns, current.version, predictions))
+            predictor.shadow.submit(ShadowJob(request_id, rows.records, current.version, predictions))
     return {
         "request_id": request_id,
         **({} if x_request_id is None else {"client_request_id": x_request_id}),
