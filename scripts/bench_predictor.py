@@ -59,6 +59,7 @@ SCRIPTS = Path(__file__).resolve().parent
 OURS, MLFLOW, ECHO = "this predictor", "mlflow models serve", "bare FastAPI echo"
 SHADOW, ONE_CONNECTION = "this predictor, shadow on", "single row, 1 connection"
 SHADOW_OFF = "this predictor, shadow off"
+SHADOW_COUNTERS = ("predictor_shadow_rows_total", "predictor_shadow_dropped_rows_total")
 MONITORING_DAG = "monitoring"
 MONITORING_WAIT_SECONDS = 1200  # for a monitoring run under way to end, before the measurements start
 MLFLOW_CONTAINER, ECHO_CONTAINER = "mlops-sandbox-bench-mlflow-serve", "mlops-sandbox-bench-echo"
@@ -261,8 +262,7 @@ def measure(settings, version: str, cases: dict, memories: list, results: dict, 
         time.sleep(args.settle)
         memories.append((f"{args.settle} s after the loads", memory(args.predictor_container)))
     if args.shadow:  # after the memory readings: the candidate is a second model in every worker
-        shadow_cases(settings, cases, results, args)
-        memories.append(("after the shadow cases (two models loaded)", memory(args.predictor_container)))
+        shadow_cases(settings, cases, memories, results, args)
 
 
 def report(settings, version: str, cases: dict, memories: list, results: dict, args) -> None:
@@ -293,14 +293,34 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
             off, on = results[(case, SHADOW_OFF)], results[(case, SHADOW)]
             print(
                 f"  {case}: {times(on['rps'] / off['rps'])} the req/s, p50 {on['p50'] / off['p50']:.2f}x, "
-                f"p99 {on['p99'] / off['p99']:.2f}x"
+                f"p99 {on['p99'] / off['p99']:.2f}x; {on['shadow'][0]:,.0f} rows shadowed, "
+                f"{on['shadow'][1]:,.0f} not"
             )
     print(f"\nmemory of {args.predictor_container} (docker stats):")
     for when, usage in memories:
         print(f"  {when}: {usage}")
 
 
-def shadow_cases(settings, cases: dict, results: dict, args: argparse.Namespace) -> None:
+def shadow_counts(settings) -> tuple[float, float]:
+    """The rows the predictor's workers have shadowed, and those they have not, so far (from /metrics)."""
+    text = requests.get(f"{settings.predictor_url}/metrics", timeout=30).text
+    lines = [line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")]
+    return tuple(sum(float(v) for k, v in lines if k == name) for name in SHADOW_COUNTERS)
+
+
+def settled_shadow_counts(settings, timeout: float = 120) -> tuple[float, float]:
+    """`shadow_counts` once they stop moving: the scorer processes have scored (or dropped) what they had."""
+    last, deadline = shadow_counts(settings), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = shadow_counts(settings)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def shadow_cases(settings, cases: dict, memories: list, results: dict, args: argparse.Namespace) -> None:
     """This predictor with shadow off, then on, case by case: the cases at --connections, and one record on one
     connection. The experiment is set off at the end."""
     from mlops_sandbox import loop, registry
@@ -315,7 +335,12 @@ def shadow_cases(settings, cases: dict, results: dict, args: argparse.Namespace)
                 candidate = f"candidate version {experiment['candidate_version']}, " if mode != "off" else ""
                 say(f"{case}: {server} ({candidate}{args.duration} s) ...")
                 url = f"{settings.predictor_url}/predict"
+                before = shadow_counts(settings)
                 results[(case, server)] = wrk(url, json.dumps(body), args.duration, connections)
+                if mode != "off":
+                    memories.append((f"shadow on, after {case}", memory(args.predictor_container)))
+                    after = settled_shadow_counts(settings)
+                    results[(case, server)]["shadow"] = tuple(a - b for a, b in zip(after, before, strict=True))
     finally:
         registry.set_experiment("off", "bench", "bench_predictor.py --shadow is done", settings=settings)
 
