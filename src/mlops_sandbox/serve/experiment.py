@@ -233,8 +233,8 @@ class ShadowScorer:
         self._encode = msgspec.msgpack.Encoder().encode
 
     def start(self) -> None:
-        """Shadow from now on (in the worker process: after the fork); the scorer process starts with the first
-        registry poll or shadow request that finds a candidate."""
+        """Shadow from now on (in the worker process: after the fork); the scorer process starts now, or with the
+        first registry poll that finds a candidate in shadow."""
         self._running = True
         self.sync()
 
