@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -470,7 +470,7 @@ class SpareCpu:
         """Look from now on (when work arrives after an idle spell)."""
         self.last = self._read()
 
-    def _read(self) -> tuple[float, ...]:
+    def _read(self) -> _CpuTimes:
         try:
             with open("/proc/stat", "rb") as f:
                 times = [int(v) for v in f.readline().split()[1:9]]
@@ -481,27 +481,39 @@ class SpareCpu:
         with contextlib.suppress(OSError, ValueError, IndexError), open(f"{self.CGROUP}/cpu.stat", "rb") as f:
             stat = {k: int(v) for k, v in (line.split() for line in f)}
         mine = os.times()
-        return (
-            total,
-            idle,
-            (mine.user + mine.system) * self.ticks,
-            stat.get(b"nr_throttled", 0),
-            stat.get(b"usage_usec", 0) / 1e6 * self.ticks,
-            time.monotonic() * self.ticks,
+        return _CpuTimes(
+            total=total,
+            idle=idle,
+            mine=(mine.user + mine.system) * self.ticks,
+            throttled=stat.get(b"nr_throttled", 0),
+            used=stat.get(b"usage_usec", 0) / 1e6 * self.ticks,
+            when=time.monotonic() * self.ticks,
         )
 
     def enough(self) -> bool:
-        now, (total, idle, mine, throttled, used, when) = self._read(), self.last
+        now, last = self._read(), self.last
         self.last = now
-        if now[3] != throttled:
+        mine = now.mine - last.mine
+        if now.throttled != last.throttled:
             return False
-        if self.limit is not None and now[5] > when:  # the others' share of the limit, meanwhile
-            others = (now[4] - used - (now[2] - mine)) / (now[5] - when)
+        if self.limit is not None and now.when > last.when:  # the others' share of the limit, meanwhile
+            others = (now.used - last.used - mine) / (now.when - last.when)
             if (self.limit - others) / self.limit < SHADOW_SPARE_CPU:
                 return False
-        if now[0] <= total:  # no /proc/stat, or no tick since: nothing says the machine is busy
+        if now.total <= last.total:  # no /proc/stat, or no tick since: nothing says the machine is busy
             return True
-        return (now[1] - idle + now[2] - mine) / (now[0] - total) >= SHADOW_SPARE_CPU
+        return (now.idle - last.idle + mine) / (now.total - last.total) >= SHADOW_SPARE_CPU
+
+
+class _CpuTimes(NamedTuple):
+    """What `SpareCpu` reads, all in clock ticks (or a count)."""
+
+    total: int  # the machine's CPU time (/proc/stat)
+    idle: int  # of which idle or waiting for I/O
+    mine: float  # this process's CPU time
+    throttled: int  # the times the cgroup was throttled (cpu.stat nr_throttled)
+    used: float  # the cgroup's CPU time (cpu.stat usage_usec)
+    when: float  # the monotonic clock
 
 
 def _cpu_limit(cgroup: str) -> float | None:
