@@ -17,9 +17,11 @@ The last two run in containers of the project image on the stack's network, publ
 is printed before the loads, right after them, and --settle seconds later.
 
 With --shadow (needs a `staging` version other than production), this predictor is measured again, each case
-with the experiment off and then right after with a shadow experiment on (`registry.set_experiment`): the same
-cases, plus one record on one connection, where the latency is the request's own and not time in a queue.
-Off and on are measured a minute apart at most, so that what else the machine does weighs on both alike.
+with the experiment off and with a shadow experiment on (`registry.set_experiment`): the same cases, plus one
+record on one connection, where the latency is the request's own and not time in a queue. A case is measured
+--rounds times each way, alternating (off, on; on, off; off, on; ...), so that what else the machine does, and
+its drift, weigh on both alike. The table has the median of each figure; below it, each round's ratio and the
+range of the shadow-off runs alone, which is the noise any one ratio carries.
 
 The stack's `monitoring` DAG is paused while this runs (and unpaused after, if it was), once a run of it that
 is under way has ended: every five minutes it checks the requests captured since, and after a benchmark that is
@@ -34,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,7 +158,10 @@ def main() -> None:
     )
     parser.add_argument("--settle", type=int, default=60, help="seconds after the loads to read memory again; 0 skips")
     parser.add_argument("--shadow", action="store_true", help="measure this predictor again in shadow mode")
+    parser.add_argument("--rounds", type=int, default=3, help="with --shadow: measurements each way per case")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
 
@@ -288,7 +294,7 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
                 f"p99 {mine['p99'] / theirs['p99']:.2f}x"
             )
     if args.shadow:
-        print("\nshadow on against off (this predictor, each pair measured one after the other):")
+        print(f"\nshadow on against off (this predictor; medians of {args.rounds} alternating rounds each way):")
         for case in cases:  # shadow_cases added ONE_CONNECTION
             off, on = results[(case, SHADOW_OFF)], results[(case, SHADOW)]
             print(
@@ -296,6 +302,14 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
                 f"p99 {on['p99'] / off['p99']:.2f}x; {on['shadow'][0]:,.0f} rows shadowed, "
                 f"{on['shadow'][1]:,.0f} not"
             )
+            pairs = zip(off["rounds"], on["rounds"], strict=True)
+            print(
+                "    each round, on/off: "
+                + "; ".join(f"p50 {b['p50'] / a['p50']:.2f}x p99 {b['p99'] / a['p99']:.2f}x" for a, b in pairs)
+            )
+            for figure in ("p50", "p99"):
+                alone = [r[figure] for r in off["rounds"]]
+                print(f"    shadow off alone, {figure}: {min(alone):.1f} to {max(alone):.1f} ms")
     print(f"\nmemory of {args.predictor_container} (docker stats):")
     for when, usage in memories:
         print(f"  {when}: {usage}")
@@ -321,26 +335,39 @@ def settled_shadow_counts(settings, timeout: float = 120) -> tuple[float, float]
 
 
 def shadow_cases(settings, cases: dict, memories: list, results: dict, args: argparse.Namespace) -> None:
-    """This predictor with shadow off, then on, case by case: the cases at --connections, and one record on one
-    connection. The experiment is set off at the end."""
+    """This predictor with shadow off and on, --rounds times each, alternating, case by case: the cases at
+    --connections, and one record on one connection. Each result is the medians, with the rounds kept in
+    `rounds` and the rows shadowed and not summed in `shadow`. The experiment is set off at the end."""
     from mlops_sandbox import loop, registry
 
     cases[ONE_CONNECTION] = cases["single row"]
+    modes = (("off", SHADOW_OFF), ("shadow", SHADOW))
     try:
         for case, (body, _) in cases.items():
             connections = 1 if case == ONE_CONNECTION else args.connections
-            for mode, server in (("off", SHADOW_OFF), ("shadow", SHADOW)):
-                registry.set_experiment(mode, "bench", f"bench_predictor.py --shadow: {case}", settings=settings)
-                experiment = loop.wait_until_experiment(settings, mode, running=mode != "off")
-                candidate = f"candidate version {experiment['candidate_version']}, " if mode != "off" else ""
-                say(f"{case}: {server} ({candidate}{args.duration} s) ...")
-                url = f"{settings.predictor_url}/predict"
-                before = shadow_counts(settings)
-                results[(case, server)] = wrk(url, json.dumps(body), args.duration, connections)
-                if mode != "off":
-                    memories.append((f"shadow on, after {case}", memory(args.predictor_container)))
+            runs: dict[str, list[dict]] = {server: [] for _, server in modes}
+            for turn in range(args.rounds):
+                for mode, server in modes if turn % 2 == 0 else modes[::-1]:
+                    registry.set_experiment(mode, "bench", f"bench_predictor.py --shadow: {case}", settings=settings)
+                    experiment = loop.wait_until_experiment(settings, mode, running=mode != "off")
+                    candidate = f"candidate version {experiment['candidate_version']}, " if mode != "off" else ""
+                    say(f"{case}: {server}, round {turn + 1} of {args.rounds} ({candidate}{args.duration} s) ...")
+                    before = shadow_counts(settings)
+                    run = wrk(f"{settings.predictor_url}/predict", json.dumps(body), args.duration, connections)
+                    if mode != "off":  # the scorer processes are running now; they end when it is set off
+                        on_memory = memory(args.predictor_container)
+                    # counted once they settle: the scorers' backlog is done before the next run, off or on
                     after = settled_shadow_counts(settings)
-                    results[(case, server)]["shadow"] = tuple(a - b for a, b in zip(after, before, strict=True))
+                    run["shadow"] = tuple(a - b for a, b in zip(after, before, strict=True))
+                    runs[server].append(run)
+            memories.append((f"shadow on, after {case} (its last round)", on_memory))
+            for server, measured in runs.items():
+                results[(case, server)] = {
+                    **{k: statistics.median(r[k] for r in measured) for k in ("rps", "p50", "p99")},
+                    "errors": sum(r["errors"] for r in measured),
+                    "shadow": tuple(sum(r["shadow"][i] for r in measured) for i in (0, 1)),
+                    "rounds": measured,
+                }
     finally:
         registry.set_experiment("off", "bench", "bench_predictor.py --shadow is done", settings=settings)
 
