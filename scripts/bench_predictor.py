@@ -317,9 +317,11 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
 
 def shadow_counts(settings) -> tuple[float, float]:
     """The rows the predictor's workers have shadowed, and those they have not, so far (from /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = requests.get(f"{settings.predictor_url}/metrics", timeout=30).text
-    lines = [line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")]
-    return tuple(sum(float(v) for k, v in lines if k == name) for name in SHADOW_COUNTERS)
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    return tuple(sum(s.value for s in samples if s.name == name) for name in SHADOW_COUNTERS)
 
 
 def settled_shadow_counts(settings, timeout: float = 120) -> tuple[float, float]:
