@@ -1,7 +1,12 @@
 """Shadow and A/B experiments in the prediction service, with stand-in registries: production is version 3
 (1,000 per square foot), the `staging` candidate version 4 (1.1 times that)."""
 
+import json
+import os
+import tempfile
 import time
+import weakref
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,8 +24,14 @@ SHADOW = {"serving_mode": "shadow"}
 AB_HALF = {"serving_mode": "ab", "serving_ab_share": "0.5"}
 
 
-class Captured(list):
-    """Stands in for a PredictionCapture: keeps what the service logs."""
+class Captured:
+    """Stands in for a PredictionCapture: keeps what the service logs, in a file, so that what the shadow
+    scorer process captures (its `writer` is this too) is seen here."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="captured-", suffix=".jsonl")
+        os.close(fd)
+        weakref.finalize(self, Path(self.path).unlink, missing_ok=True)
 
     def start(self) -> None:
         pass
@@ -29,11 +40,27 @@ class Captured(list):
         pass
 
     def log(self, lines: bytes, count: int) -> None:
-        import json
+        assert len(lines.splitlines()) == count
+        with open(self.path, "ab") as f:
+            f.write(lines)
 
-        rows = [json.loads(line) for line in lines.splitlines()]
-        assert len(rows) == count
-        self.extend(rows)
+    def writer(self) -> "Captured":
+        return self
+
+    def keep_up(self) -> None:
+        return None
+
+    def close_segment(self) -> None:
+        pass
+
+    def rows(self) -> list[dict]:
+        return [json.loads(line) for line in Path(self.path).read_bytes().splitlines()]
+
+    def __iter__(self):
+        return iter(self.rows())
+
+    def __len__(self) -> int:
+        return len(self.rows())
 
 
 def _client(experiment: DeclaredExperiment, capture: Captured | None = None) -> TestClient:
@@ -164,7 +191,6 @@ def test_shadow_scoring_runs_in_a_low_priority_process_and_what_it_cannot_keep_u
     """The scorer process is stopped (SIGSTOP) while requests keep coming: once its socket is full, the rest
     is not shadowed and is counted; what was queued is still scored once it runs again, and the last one
     (a 300-row batch, in parts) keeps its row numbers."""
-    import os
     import signal
 
     from mlops_sandbox.serve import metrics
@@ -216,6 +242,45 @@ def test_shadow_scoring_runs_in_a_low_priority_process_and_what_it_cannot_keep_u
         os.kill(pid, 0)
 
 
+def test_the_scorer_process_captures_its_lines_in_the_workers_spool_and_the_workers_shipper_ships_them(tmp_path):
+    """The shadow lines never pass through the worker: the scorer process writes segments of its own into the
+    spool, closes one once it is old enough (while it runs), and the worker's shipper uploads it; the worker
+    counts the rows it is told were captured."""
+    from serving_stand_ins import Uploads
+
+    from mlops_sandbox.serve import metrics
+    from mlops_sandbox.serve.capture import PredictionCapture
+    from mlops_sandbox.serve.experiment import ShadowJob, ShadowScorer
+
+    uploads = Uploads()
+    capture = PredictionCapture(uploads, tmp_path, "house_prices", segment_records=1000, segment_seconds=0.5)
+    capture.start()
+    experiment = DeclaredExperiment(SHADOW)
+    experiment.refresh(None)
+    scorer = ShadowScorer(experiment, capture, list(RECORD), window=0.0)
+    captured, shadowed = metrics.CAPTURED._value.get(), metrics.SHADOW_ROWS._value.get()
+    scorer.start()
+    pid = scorer._scorer.pid
+    for i in range(5):
+        scorer.submit(ShadowJob(f"r{i}", [RECORD, {**RECORD, "area": 2000.0}], "3", [1.0, 2.0]))
+    for _ in range(200):  # no request comes after these: the scorer closes its segment as it ages
+        if sum(body.count(b"\n") for body in list(uploads.values())) == 10:
+            break
+        time.sleep(0.05)
+    running = scorer._scorer is not None and scorer._scorer.alive()
+    scorer.stop()
+    capture.close()
+    assert running  # shipped while the scorer process still ran
+    (key,) = uploads
+    assert f"-{pid}-" in key  # a segment of the scorer process's own
+    rows = [json.loads(line) for line in uploads[key].splitlines()]
+    assert sorted((r["request_id"], r["row"]) for r in rows) == [(f"r{i}", row) for i in range(5) for row in (0, 1)]
+    assert all(r["shadow"] and r["variant"] == "candidate" and r["model_version"] == "4" for r in rows)
+    assert {r["production_prediction"] for r in rows} == {1.0, 2.0}
+    assert metrics.CAPTURED._value.get() - captured == metrics.SHADOW_ROWS._value.get() - shadowed == 10
+    assert not list(tmp_path.iterdir())  # nothing left in the spool
+
+
 def test_a_shadow_candidate_that_fails_never_costs_the_caller_an_answer():
     captured = Captured()
     with _client(DeclaredExperiment(SHADOW, Candidate(factor=-1)), captured) as client:
@@ -250,7 +315,6 @@ def test_the_scorer_scores_only_when_the_machine_has_cpu_to_spare():
     """Busy processes on every CPU leave none to spare; once they stop, there is. (/proc/stat counts the
     host's CPUs: this runs where the tests can use them all, as in CI.)"""
     import multiprocessing
-    import os
 
     from mlops_sandbox.serve.experiment import SpareCpu
 
@@ -283,7 +347,6 @@ def _spin(stop) -> None:
 
 def test_a_scorer_process_that_cannot_be_forked_costs_no_answer_and_leaks_nothing(monkeypatch):
     import errno
-    import os
 
     from mlops_sandbox.serve import metrics
     from mlops_sandbox.serve.experiment import ShadowJob, ShadowScorer

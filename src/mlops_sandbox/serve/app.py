@@ -171,7 +171,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     poller.cancel()
     trimmer.cancel()
     if shadow is not None:
-        await asyncio.to_thread(shadow.stop)  # before the capture closes: its last shadow lines go with it
+        await asyncio.to_thread(shadow.stop)  # before the capture closes: it ships their last segments
     if capture is not None:
         await asyncio.to_thread(capture.close)  # on SIGTERM too: uvicorn runs the shutdown first
     metrics.worker_exited(os.getpid())

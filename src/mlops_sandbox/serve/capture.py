@@ -13,7 +13,8 @@ succeeded. While S3 is away, closed segments wait on disk: that is the spool.
 Every worker holds an exclusive `flock` on its open segment, which the kernel releases when the process dies,
 however it dies. A shipper that can take the lock of another worker's open segment knows that worker is dead,
 and ships the segment (its last line is dropped if it is torn: a torn line was never answered). The spool is
-shared by the workers of one service and survives a restart.
+shared by the workers of one service and survives a restart. A worker's shadow scorer process writes its shadow
+lines there the same way, through a `writer` of its own, and the workers' shippers ship its segments.
 
 Faults are answered, never hidden: when the spool is over `max_spool_bytes`, or the disk is full or not
 writable, `log()` raises `CaptureUnavailable` and the service answers 503 instead of a prediction it could not
@@ -103,6 +104,7 @@ class PredictionCapture:
         self._size = self._lines = 0
         self._opened = 0.0
         self._spool_bytes = 0  # the whole spool (every worker's files), as last measured, plus own writes since
+        self._counted = True  # in the metrics (a `writer` is not: its worker counts what it reports)
         self.stats = {"captured": 0, "uploaded": 0, "spooled": 0, "lost": 0, "torn": 0}
 
     # --- the request path -------------------------------------------------------------------------
@@ -110,7 +112,7 @@ class PredictionCapture:
         """Make `count` JSON lines (`lines`, each ending in a newline) durable, or raise CaptureUnavailable."""
         with self._lock:
             if self._spool_bytes + len(lines) > self.max_spool_bytes:
-                metrics.CAPTURE_REFUSED.labels("spool_full").inc()
+                self._refused("spool_full")
                 raise CaptureUnavailable(
                     f"the capture spool is full ({self._spool_bytes} of {self.max_spool_bytes} bytes, "
                     "CAPTURE_SPOOL_MAX_BYTES): the prediction-logs bucket has not taken uploads for a while"
@@ -121,8 +123,7 @@ class PredictionCapture:
                 _write_all(self._fd, lines)
             except OSError as err:
                 self._undo_torn_write()
-                reason = "disk_full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "unwritable"
-                metrics.CAPTURE_REFUSED.labels(reason).inc()
+                self._refused("disk_full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "unwritable")
                 raise CaptureUnavailable(
                     f"the capture spool {self.spool_dir} cannot be written: {err.strerror}"
                 ) from err
@@ -131,9 +132,49 @@ class PredictionCapture:
             self._spool_bytes += len(lines)
             self.stats["captured"] += count
             full = self._lines >= self.segment_records
-        metrics.CAPTURED.inc(count)
+        if self._counted:
+            metrics.CAPTURED.inc(count)
         if full:
             self._wake.set()
+
+    def _refused(self, reason: str) -> None:
+        if self._counted:
+            metrics.CAPTURE_REFUSED.labels(reason).inc()
+
+    # --- a writer of a process forked from a worker -------------------------------------------------
+    def writer(self) -> PredictionCapture:
+        """Another writer into this spool, for a process forked from this worker (the shadow scorer), made in
+        that process: segments of its own, under its own name and lock, which the workers' shippers ship (and
+        adopt if it dies). It has no shipper: it closes its segments with `keep_up`, and its last one with
+        `close_segment`. It touches no metric (a lock of the worker's may have been held at the fork): its
+        worker counts what it reports."""
+        writer = PredictionCapture(
+            self.upload,
+            self.spool_dir,
+            self.scenario,
+            self.segment_records,
+            self.segment_seconds,
+            self.max_spool_bytes,
+            self.retry_seconds,
+        )
+        writer._counted = False
+        writer._measure_spool()
+        return writer
+
+    def keep_up(self) -> float | None:
+        """For a `writer`: close the open segment if it is full or old enough, measure the spool again (the
+        workers write to it too), and return the seconds until the open segment is old enough (None: none)."""
+        self.rotate()
+        self._measure_spool()
+        with self._lock:
+            if self._fd is None or not self._lines:
+                return None
+            return max(0.0, self._opened + self.segment_seconds - time.monotonic())
+
+    def close_segment(self) -> None:
+        """Close the open segment now, so that a shipper ships it."""
+        with self._lock:
+            self._close_segment()
 
     def _open_segment(self) -> None:
         self._seq += 1
@@ -339,8 +380,9 @@ class PredictionCapture:
             pass
         with self._lock:
             self._spool_bytes = total
-        metrics.SPOOL_BYTES.set(total)
-        metrics.SPOOL_SEGMENTS.set(waiting)
+        if self._counted:
+            metrics.SPOOL_BYTES.set(total)
+            metrics.SPOOL_SEGMENTS.set(waiting)
 
     def spool_bytes(self) -> int:
         return self._spool_bytes

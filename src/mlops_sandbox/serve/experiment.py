@@ -169,7 +169,7 @@ class ShadowJob:
 
 
 _HEAD = struct.Struct("!cQ")  # a result from the scorer process: its kind and how many rows it is about
-_LINES, _FAILED = b"L", b"F"  # shadow lines to capture; the candidate failed (the payload says how)
+_CAPTURED, _UNCAPTURED, _FAILED = b"C", b"U", b"F"  # rows captured; not captured, or the candidate failed (why)
 
 
 class _Scorer:
@@ -208,9 +208,12 @@ class ShadowScorer:
       CPU and few rows are shadowed, while memory stays flat.
     - The process waits `window` seconds after work arrives, keeps at most SHADOW_QUEUE_ROWS rows, and when the
       machine had CPU to spare meanwhile, has the candidate predict up to SHADOW_BATCH_ROWS rows in one call
-      and sends the shadow lines back on a pipe; a thread of the worker's (blocked on the pipe in between)
-      captures them. A candidate that fails is reported back, and the experiment is marked broken (so is one
-      whose process exits with an error). Rows sent and never reported on are counted as dropped.
+      and captures the shadow lines itself, in segments of its own in the worker's capture spool
+      (`PredictionCapture.writer`), which the workers' shippers ship. So the lines never go back through the
+      worker, whose event loop answers the requests: it only learns, on a pipe, how many rows were captured
+      (a thread of its own, blocked on the pipe in between, counts them). A candidate that fails is reported
+      back, and the experiment is marked broken (so is one whose process exits with an error). Rows sent and
+      never reported on are counted as dropped.
     - `sync` (after each registry poll: a request never forks) starts the process for the candidate in shadow,
       and ends one whose candidate is gone: closing its socket, it scores what it has and exits. A worker that
       dies, however, closes the socket too.
@@ -320,9 +323,10 @@ class ShadowScorer:
             code = 1
             try:
                 _become_scorer(keep={their_jobs.fileno(), their_results.fileno()})
-                _score(their_jobs, their_results, candidate, self.features, self.window)
+                writer = None if self.capture is None else self.capture.writer()
+                _score(their_jobs, their_results, candidate, self.features, self.window, writer)
                 code = 0
-            except BrokenPipeError:  # its worker is gone (killed): nobody is left to capture its lines
+            except BrokenPipeError:  # its worker is gone (killed): nobody is left to count its lines
                 code = 0
             except BaseException:  # noqa: BLE001 - reported by the exit code
                 log.exception("the shadow scorer process failed")
@@ -338,14 +342,15 @@ class ShadowScorer:
         return scorer
 
     def _end(self, scorer: _Scorer) -> None:
-        """Close the scorer's jobs: it scores what it has, and exits; its results thread captures what it sends,
+        """Close the scorer's jobs: it scores what it has, and exits; its results thread counts what it reports,
         and reaps it."""
         scorer.stopping = True
         scorer.jobs.close()
         self._ending = [s for s in self._ending if s.alive()] + [scorer]
 
     def _read(self, scorer: _Scorer) -> None:
-        """The results thread: capture what the scorer process sends until it exits, then reap it."""
+        """The results thread: count what the scorer process reports (captured, not, or failed) until it exits,
+        then reap it."""
         try:
             while True:
                 try:
@@ -355,8 +360,12 @@ class ShadowScorer:
                 kind, count = _HEAD.unpack_from(message)
                 payload = message[_HEAD.size :]
                 scorer.done += count
-                if kind == _LINES:
-                    self._capture(payload, count)
+                if kind == _CAPTURED:
+                    metrics.CAPTURED.inc(count)
+                    metrics.SHADOW_ROWS.inc(count)
+                elif kind == _UNCAPTURED:
+                    log.warning("shadow predictions not captured: %s", payload.decode())
+                    metrics.SHADOW_DROPPED.inc(count)
                 else:
                     metrics.SHADOW_DROPPED.inc(count)
                     if not scorer.stopping:  # an ended scorer's candidate is no longer the experiment's
@@ -372,18 +381,6 @@ class ShadowScorer:
                 log.warning("shadow scorer process %s was killed by signal %s", scorer.pid, -code)
             elif code != 0 and not scorer.stopping:
                 self.experiment.fail(scorer.candidate, _Remote(f"its shadow scorer process ended with code {code}"))
-
-    def _capture(self, lines: bytes, count: int) -> None:
-        if self.capture is None:
-            metrics.SHADOW_DROPPED.inc(count)
-            return
-        try:
-            self.capture.log(lines, count)
-        except CaptureUnavailable as err:
-            log.warning("shadow predictions not captured: %s", err)
-            metrics.SHADOW_DROPPED.inc(count)
-            return
-        metrics.SHADOW_ROWS.inc(count)
 
 
 def _become_scorer(keep: set[int]) -> None:
@@ -406,21 +403,47 @@ def _become_scorer(keep: set[int]) -> None:
         os.nice(19)
 
 
-def _score(jobs: socket.socket, results: Connection, candidate: ServedModel, features: list[str], window: float):
+def _score(
+    jobs: socket.socket,
+    results: Connection,
+    candidate: ServedModel,
+    features: list[str],
+    window: float,
+    capture: PredictionCapture | None,
+) -> None:
     """The scorer process's loop, until its worker closes the jobs socket: take what arrives while fewer than
     SHADOW_QUEUE_ROWS rows wait (then the socket fills, and the worker drops what it cannot send); every
     `window` seconds, if the machine had CPU to spare meanwhile, predict up to SHADOW_BATCH_ROWS of it in one
-    call, and send back the shadow lines (or the failure). Once the socket is closed, what is left is scored at
-    once."""
+    call, capture the shadow lines (`capture`, a `PredictionCapture.writer`), and tell the worker how many
+    (or the failure). Once the socket is closed, what is left is scored at once, and the last segment closed."""
+    try:
+        _score_until_closed(jobs, results, candidate, features, window, capture)
+    finally:
+        if capture is not None:
+            capture.close_segment()  # a shipper ships it (one would adopt it anyway, once this process is gone)
+
+
+def _score_until_closed(
+    jobs: socket.socket,
+    results: Connection,
+    candidate: ServedModel,
+    features: list[str],
+    window: float,
+    capture: PredictionCapture | None,
+) -> None:
     buffer = bytearray(SHADOW_MESSAGE_BYTES)
     view = memoryview(buffer)
     decode = msgspec.msgpack.Decoder().decode
     queue: collections.deque[list] = collections.deque()
     queued, ended, spare = 0, False, SpareCpu()
+    due = None  # seconds until the capture's open segment is old enough to close (None: none open)
     hangup = select.poll()
     hangup.register(jobs, select.POLLIN)  # POLLHUP is always reported
     while True:
         flags, idle = (socket.MSG_DONTWAIT if queue else 0), not queue
+        if idle and not ended and due is not None and not hangup.poll(int(due * 1000) + 1):
+            due = capture.keep_up()  # nothing came while the open segment aged: close it, to be shipped
+            continue
         while not ended and queued < SHADOW_QUEUE_ROWS:  # take what arrived; wait only with nothing else to do
             try:
                 size = jobs.recv_into(buffer, 0, flags)
@@ -449,7 +472,9 @@ def _score(jobs: socket.socket, results: Connection, candidate: ServedModel, fea
             batch.append(queue.popleft())
             rows += len(batch[-1][4])
         queued -= rows
-        results.send_bytes(_shadow_lines(batch, rows, candidate, features))
+        results.send_bytes(_shadow_result(batch, rows, candidate, features, capture))
+        if capture is not None:
+            due = capture.keep_up()
 
 
 class SpareCpu:
@@ -526,31 +551,46 @@ def _cpu_limit(cgroup: str) -> float | None:
         return None
 
 
-def _shadow_lines(batch: list, rows: int, candidate: ServedModel, features: list[str]) -> bytes:
-    """The candidate's shadow lines for a batch of (request id, production version, first row, production's
-    predictions, records) parts, or the failure, as a result message."""
-    started = time.perf_counter()
+def _shadow_result(
+    batch: list, rows: int, candidate: ServedModel, features: list[str], capture: PredictionCapture | None
+) -> bytes:
+    """Predict a batch of (request id, production version, first row, production's predictions, records) parts
+    with the candidate, capture its shadow lines, and say so to the worker: a result message of how many rows
+    were captured, or were not (and why), or of the candidate's failure."""
     try:
-        columns = {name: [record[name] for part in batch for record in part[4]] for name in features}
-        predictions = candidate.predict(columns).tolist()
-        latency_ms = (time.perf_counter() - started) * 1000
-        lines, start = [], 0
-        for request_id, production_version, first_row, answered, records in batch:
-            end = start + len(records)
-            lines.append(
-                prediction_log_lines(
-                    request_id,
-                    candidate.name,
-                    candidate.version,
-                    records,
-                    predictions[start:end],
-                    latency_ms,
-                    variant=CANDIDATE_VARIANT,
-                    shadow_of=(production_version, answered),
-                    first_row=first_row,
-                )
-            )
-            start = end
+        lines = _shadow_lines(batch, candidate, features)
     except Exception as err:  # noqa: BLE001 - any failure of the candidate: production is unaffected
         return _HEAD.pack(_FAILED, rows) + repr(err).encode()
-    return _HEAD.pack(_LINES, rows) + b"".join(lines)
+    if capture is None:
+        return _HEAD.pack(_UNCAPTURED, rows) + b"the capture is off"
+    try:
+        capture.log(lines, rows)
+    except CaptureUnavailable as err:
+        return _HEAD.pack(_UNCAPTURED, rows) + str(err).encode()
+    return _HEAD.pack(_CAPTURED, rows)
+
+
+def _shadow_lines(batch: list, candidate: ServedModel, features: list[str]) -> bytes:
+    """The candidate's shadow lines for a batch of parts (see `_shadow_result`)."""
+    started = time.perf_counter()
+    columns = {name: [record[name] for part in batch for record in part[4]] for name in features}
+    predictions = candidate.predict(columns).tolist()
+    latency_ms = (time.perf_counter() - started) * 1000
+    lines, start = [], 0
+    for request_id, production_version, first_row, answered, records in batch:
+        end = start + len(records)
+        lines.append(
+            prediction_log_lines(
+                request_id,
+                candidate.name,
+                candidate.version,
+                records,
+                predictions[start:end],
+                latency_ms,
+                variant=CANDIDATE_VARIANT,
+                shadow_of=(production_version, answered),
+                first_row=first_row,
+            )
+        )
+        start = end
+    return b"".join(lines)
