@@ -324,7 +324,11 @@ class ShadowScorer:
             try:
                 _become_scorer(keep={their_jobs.fileno(), their_results.fileno()})
                 writer = None if self.capture is None else self.capture.writer()
-                _score(their_jobs, their_results, candidate, self.features, self.window, writer)
+                try:
+                    _score(their_jobs, their_results, candidate, self.features, self.window, writer)
+                finally:
+                    if writer is not None:  # its last segment, for a shipper (one adopts it anyway, once it exits)
+                        writer.close_segment()
                 code = 0
             except BrokenPipeError:  # its worker is gone (killed): nobody is left to count its lines
                 code = 0
@@ -415,22 +419,7 @@ def _score(
     SHADOW_QUEUE_ROWS rows wait (then the socket fills, and the worker drops what it cannot send); every
     `window` seconds, if the machine had CPU to spare meanwhile, predict up to SHADOW_BATCH_ROWS of it in one
     call, capture the shadow lines (`capture`, a `PredictionCapture.writer`), and tell the worker how many
-    (or the failure). Once the socket is closed, what is left is scored at once, and the last segment closed."""
-    try:
-        _score_until_closed(jobs, results, candidate, features, window, capture)
-    finally:
-        if capture is not None:
-            capture.close_segment()  # a shipper ships it (one would adopt it anyway, once this process is gone)
-
-
-def _score_until_closed(
-    jobs: socket.socket,
-    results: Connection,
-    candidate: ServedModel,
-    features: list[str],
-    window: float,
-    capture: PredictionCapture | None,
-) -> None:
+    (or the failure). Once the socket is closed, what is left is scored at once."""
     buffer = bytearray(SHADOW_MESSAGE_BYTES)
     view = memoryview(buffer)
     decode = msgspec.msgpack.Decoder().decode
