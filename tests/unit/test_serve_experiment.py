@@ -340,6 +340,53 @@ def test_the_scorer_scores_only_when_the_machine_has_cpu_to_spare():
     assert spare.enough()
 
 
+@pytest.mark.parametrize(
+    "cpu_max, limit", [("150000 100000\n", 1.5), ("max 100000\n", None), ("", None), ("half of one\n", None)]
+)
+def test_the_cpu_limit_is_read_from_cgroup_v2_cpu_max(tmp_path, cpu_max, limit):
+    from mlops_sandbox.serve.experiment import _cpu_limit
+
+    if cpu_max:
+        (tmp_path / "cpu.max").write_text(cpu_max)
+    assert _cpu_limit(str(tmp_path)) == limit
+
+
+def test_in_a_cgroup_with_a_cpu_limit_the_scorer_waits_while_the_others_use_it_or_it_is_throttled(
+    monkeypatch, tmp_path
+):
+    """The container's cgroup v2 files (`cpu.max`, `cpu.stat`), written here as the kernel would: a limit of
+    one CPU. This machine's own cgroup (v1 here) is never read."""
+    from mlops_sandbox.serve.experiment import SpareCpu
+
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # 1 CPU
+    used_usec, throttled = 0, 0
+
+    def cgroup(used: int, times_throttled: int) -> None:
+        (tmp_path / "cpu.stat").write_text(
+            f"usage_usec {used}\nuser_usec {used}\nsystem_usec 0\nnr_periods 9\nnr_throttled {times_throttled}\n"
+        )
+
+    cgroup(used_usec, throttled)
+    monkeypatch.setattr(SpareCpu, "CGROUP", str(tmp_path))
+    spare = SpareCpu()
+    assert spare.limit == 1.0
+
+    started = time.monotonic()
+    time.sleep(0.3)
+    used_usec += int((time.monotonic() - started) * 1e6)  # the workers used the whole CPU meanwhile
+    cgroup(used_usec, throttled)
+    assert not spare.enough()
+
+    time.sleep(0.3)
+    throttled += 1  # little used, but throttled once: the limit was reached
+    cgroup(used_usec + 1000, throttled)
+    assert not spare.enough()
+
+    time.sleep(0.3)
+    cgroup(used_usec + 2000, throttled)  # the limit nearly unused, no throttling: as the host's CPUs allow
+    assert spare.enough()  # an idle machine (the unit tests run alone)
+
+
 def _spin(stop) -> None:
     while not stop.is_set():
         sum(range(10_000))
