@@ -277,6 +277,8 @@ def stand(trained, monkeypatch, tmp_path):
         settings = Settings(_env_file=None, experiment_min_labelled=50)
         production = "1"  # the version the registry's production alias names now
         judged: list = []  # the versions run_window asked for by number
+        # the windows' clock; the rows logged in them are generated at the fixed T0, so that their figures (and
+        # a decay verdict) do not change with the hour the test runs
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 
         def put(self, kind, when, records, name="a"):
@@ -309,9 +311,9 @@ def test_a_shadow_experiment_window_compares_the_candidate_with_production(train
     stand.experiment |= {"mode": "shadow", "candidate_version": "2", "set_at": (start - timedelta(hours=1)).isoformat()}
     better = lambda f: f["price"] * 1.02  # noqa: E731 - the candidate errs by 2 %: far better than the linear model
     earlier, earlier_actuals = experiment_lines(
-        generate_batch("house_prices", 6, start, 80), model, start - timedelta(minutes=30), "old", better
+        generate_batch("house_prices", 6, T0, 80), model, start - timedelta(minutes=30), "old", better
     )
-    now, now_actuals = experiment_lines(generate_batch("house_prices", 7, start, 120), model, start, "new", better)
+    now, now_actuals = experiment_lines(generate_batch("house_prices", 7, T0, 120), model, start, "new", better)
     stand.put("predictions", start - timedelta(minutes=30), earlier)
     stand.put("actuals", start - timedelta(minutes=29), earlier_actuals)
     stand.put("predictions", start, now)
@@ -362,7 +364,7 @@ def test_candidate_lines_without_a_running_experiment_are_compared_as_ab(trained
     _, model, _ = trained
     start, end = stand.start, stand.start + timedelta(minutes=5)
     lines, actuals = experiment_lines(
-        generate_batch("house_prices", 8, start, 90), model, start, "ab", answered_by_candidate=range(0, 90, 3)
+        generate_batch("house_prices", 8, T0, 90), model, start, "ab", answered_by_candidate=range(0, 90, 3)
     )
     stand.put("predictions", start, lines)
     stand.put("actuals", start + timedelta(minutes=1), actuals)
@@ -382,7 +384,7 @@ def test_no_experiment_and_no_candidate_lines_writes_no_comparison(trained, stan
     from mlops_sandbox.monitor.steps import run_window
 
     _, model, _ = trained
-    lines, _ = experiment_lines(generate_batch("house_prices", 9, stand.start, 40), model, stand.start)
+    lines, _ = experiment_lines(generate_batch("house_prices", 9, T0, 40), model, stand.start)
     stand.put("predictions", stand.start, lines)
     status = run_window(stand.settings, "house_prices", stand.start, stand.start + timedelta(minutes=5))
     assert "experiment" not in status and status["excluded_rows"]["total"] == 0 and status["figures"]["rows"] == 40
@@ -420,7 +422,7 @@ def test_each_row_of_a_batch_request_is_labelled_by_its_own_actual(trained, stan
 
     _, model, _ = trained
     start, end = stand.start, stand.start + timedelta(minutes=5)
-    frame = generate_batch("house_prices", 8, start, 40)
+    frame = generate_batch("house_prices", 8, T0, 40)
     inputs = [row["inputs"] for row in log_rows(frame, start)]
     predicted = [float(p) for p in model.predict(frame)]
     batch = prediction_log_records("batch-1", "house-prices", "1", inputs, predicted, 3.0, start + timedelta(seconds=5))
@@ -457,7 +459,7 @@ def test_a_window_is_judged_against_the_version_that_served_it_not_todays(traine
 
     _, model, baseline_mae = trained
     start, end = stand.start, stand.start + timedelta(minutes=5)
-    lines, actuals = experiment_lines(generate_batch("house_prices", 9, start, 60), model, start, "old")
+    lines, actuals = experiment_lines(generate_batch("house_prices", 9, T0, 60), model, start, "old")
     stand.put("predictions", start, lines)
     stand.put("actuals", start + timedelta(minutes=1), actuals)
     stand.production = "2"
@@ -474,7 +476,7 @@ def test_a_rerun_that_fails_midway_leaves_the_earlier_snapshots_of_the_window(tr
 
     _, model, _ = trained
     start, end = stand.start, stand.start + timedelta(minutes=5)
-    lines, actuals = experiment_lines(generate_batch("house_prices", 10, start, 60), model, start, "w")
+    lines, actuals = experiment_lines(generate_batch("house_prices", 10, T0, 60), model, start, "w")
     stand.put("predictions", start, lines)
     stand.put("actuals", start + timedelta(minutes=1), actuals)
     first = run_window(stand.settings, "house_prices", start, end)
@@ -509,7 +511,7 @@ def test_scheduled_runs_check_every_window_since_the_last_one_up_to_the_watermar
     first = catch_up(stand.settings, "house_prices", t0, window_minutes=5, lateness_seconds=60)
     assert len(first["windows"]) == 1 and first["window_end"] == (t0 - timedelta(seconds=60)).isoformat()
 
-    frame = generate_batch("house_prices", 11, t0, 25 * 60)
+    frame = generate_batch("house_prices", 11, T0, 25 * 60)
     lines = log_rows(frame, t0 - timedelta(seconds=60))  # one a second, from the first run's watermark on
     stand.put("predictions", t0, lines)
     later = catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=21), window_minutes=5, lateness_seconds=60)
@@ -536,7 +538,7 @@ def test_a_catch_up_that_failed_midway_reports_its_decay_next_time_and_a_rerun_c
     from mlops_sandbox.monitor import steps
 
     t0 = stand.start
-    stand.put("predictions", t0, log_rows(generate_batch("house_prices", 12, t0, 26 * 60), t0 - timedelta(minutes=1)))
+    stand.put("predictions", t0, log_rows(generate_batch("house_prices", 12, T0, 26 * 60), t0 - timedelta(minutes=1)))
     every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)  # any drift share >= 0
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0, every_window_decays)
     real_run_window, calls = steps.run_window, []
@@ -572,7 +574,7 @@ def test_actuals_stored_after_their_window_was_checked_get_it_checked_again_by_t
     _, model, _ = trained
     t0 = stand.start  # three hours ago
     steps.catch_up(stand.settings, "house_prices", t0, 5, 60)
-    frame = generate_batch("house_prices", 13, t0, 20 * 60)
+    frame = generate_batch("house_prices", 13, T0, 20 * 60)
     lines = log_rows(frame, t0 - timedelta(seconds=60))
     for line, prediction in zip(lines, model.predict(frame), strict=True):
         line["prediction"] = float(prediction)
@@ -617,7 +619,7 @@ def test_a_window_checked_again_for_late_actuals_reports_its_decay(trained, stan
     t0 = stand.start
     every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
-    frame = generate_batch("house_prices", 14, t0, 5 * 60)
+    frame = generate_batch("house_prices", 14, T0, 5 * 60)
     lines = log_rows(frame, t0)
     stand.put("predictions", t0, lines)
     first = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)
@@ -639,7 +641,7 @@ def test_a_late_decay_of_a_version_no_longer_in_production_is_shown_but_not_the_
     t0 = stand.start
     every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
-    lines = log_rows(generate_batch("house_prices", 19, t0, 5 * 60), t0)
+    lines = log_rows(generate_batch("house_prices", 19, T0, 5 * 60), t0)
     stand.put("predictions", t0, lines)
     first = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)
     published = t0 + timedelta(minutes=40)
@@ -660,7 +662,7 @@ def _three_unlabelled_windows(stand, model, seed):
 
     t0 = stand.start
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
-    frame = generate_batch("house_prices", seed, t0, 15 * 60)
+    frame = generate_batch("house_prices", seed, T0, 15 * 60)
     lines = log_rows(frame, t0)
     for line, prediction in zip(lines, model.predict(frame), strict=True):
         line["prediction"] = float(prediction)
@@ -722,7 +724,7 @@ def test_actuals_a_check_already_counted_do_not_get_the_window_checked_again(tra
 
     t0 = stand.start
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
-    frame = generate_batch("house_prices", 16, t0, 5 * 60)
+    frame = generate_batch("house_prices", 16, T0, 5 * 60)
     lines = log_rows(frame, t0)
     stand.put("predictions", t0, lines)
     half = [actual_record(line["request_id"], float(p), t0) for line, p in zip(lines, frame["price"], strict=True)]
@@ -747,7 +749,7 @@ def test_actuals_stored_while_a_run_went_on_are_seen_by_the_next_run(trained, st
     monkeypatch.setattr(steps, "LATE_MARGIN", timedelta(0))  # times to the millisecond: a clock shared with S3
     t0 = stand.start
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
-    frame = generate_batch("house_prices", 18, t0, 10 * 60)
+    frame = generate_batch("house_prices", 18, T0, 10 * 60)
     lines = log_rows(frame, t0)
     stand.put("predictions", t0, lines[:300])
     steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0)  # first window: waiting
@@ -781,7 +783,7 @@ def test_a_window_that_had_decayed_is_not_reported_again_when_late_actuals_come(
     every_window_decays = DecayRule(max_drift_share=0.0, max_mae_increase=0.25)
     t0 = stand.start
     steps.catch_up(stand.settings, "house_prices", t0, 5, 0)
-    frame = generate_batch("house_prices", 17, t0, 5 * 60)
+    frame = generate_batch("house_prices", 17, T0, 5 * 60)
     lines = log_rows(frame, t0)
     stand.put("predictions", t0, lines)
     checked = steps.catch_up(stand.settings, "house_prices", t0 + timedelta(minutes=5), 5, 0, every_window_decays)
