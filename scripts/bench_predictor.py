@@ -20,8 +20,10 @@ With --shadow (needs a `staging` version other than production), this predictor 
 with the experiment off and with a shadow experiment on (`registry.set_experiment`): the same cases, plus one
 record on one connection, where the latency is the request's own and not time in a queue. A case is measured
 --rounds times each way, alternating (off, on; on, off; off, on; ...), so that what else the machine does, and
-its drift, weigh on both alike. The table has the median of each figure; below it, each round's ratio and the
-range of the shadow-off runs alone, which is the noise any one ratio carries.
+its drift, weigh on both alike. The table has the median of each figure; below it, each round's ratio, the
+median of those ratios with a 95 % bootstrap interval over the rounds (on a busy 2-CPU machine one round moves
+by more than 10 % either way: take --rounds 8 or more for an interval worth reading), the range of the
+shadow-off runs alone, and the predictor container's CPU time per request, off and on (its cgroup's).
 
 The stack's `monitoring` DAG is paused while this runs (and unpaused after, if it was), once a run of it that
 is under way has ended: every five minutes it checks the requests captured since, and after a benchmark that is
@@ -43,6 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import requests
 
 from mlops_sandbox.airflow_api import AirflowAPI
@@ -65,6 +68,7 @@ SHADOW_OFF = "this predictor, shadow off"
 SHADOW_COUNTERS = ("predictor_shadow_rows_total", "predictor_shadow_dropped_rows_total")
 MONITORING_DAG = "monitoring"
 MONITORING_WAIT_SECONDS = 1200  # for a monitoring run under way to end, before the measurements start
+CGROUP_V2_CPU, CGROUP_V1_CPU = "/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/cpuacct/cpuacct.usage"
 MLFLOW_CONTAINER, ECHO_CONTAINER = "mlops-sandbox-bench-mlflow-serve", "mlops-sandbox-bench-echo"
 
 
@@ -132,6 +136,29 @@ def memory(container: str) -> str:
         ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", container], capture_output=True, text=True
     )
     return out.stdout.strip() if out.returncode == 0 else f"n/a ({out.stderr.strip()})"
+
+
+def container_cpu_seconds(container: str) -> float | None:
+    """The CPU time the container's processes have used so far (its cgroup's, v2 or v1), or None."""
+    out = subprocess.run(
+        ["docker", "exec", container, "sh", "-c", f"cat {CGROUP_V2_CPU} 2>/dev/null || cat {CGROUP_V1_CPU}"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    v2 = re.search(r"^usage_usec (\d+)$", out, re.M)
+    if v2:
+        return int(v2.group(1)) / 1e6
+    return int(out) / 1e9 if out.strip().isdigit() else None
+
+
+def paired_ratio(off: list[dict], on: list[dict], figure: str, resamples: int = 10_000) -> tuple[float, ...]:
+    """The median of the rounds' ratios (on / off, each round's two runs side by side in time), and its 95 %
+    bootstrap interval over the rounds: what one would see again, with the machine's drift between rounds
+    taken out."""
+    ratios = np.array([b[figure] / a[figure] for a, b in zip(off, on, strict=True)])
+    picks = np.random.default_rng(0).integers(0, len(ratios), size=(resamples, len(ratios)))
+    low, high = np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
 
 
 def times(ratio: float) -> str:
@@ -307,9 +334,26 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
                 "    each round, on/off: "
                 + "; ".join(f"p50 {b['p50'] / a['p50']:.2f}x p99 {b['p99'] / a['p99']:.2f}x" for a, b in pairs)
             )
+            paired = {figure: paired_ratio(off["rounds"], on["rounds"], figure) for figure in ("rps", "p50", "p99")}
+            print(
+                "    the rounds' ratios, median [95 % bootstrap interval]: "
+                + ", ".join(f"{name} {m:.2f}x [{lo:.2f}, {hi:.2f}]" for name, (m, lo, hi) in paired.items())
+            )
             for figure in ("p50", "p99"):
                 alone = [r[figure] for r in off["rounds"]]
-                print(f"    shadow off alone, {figure}: {min(alone):.1f} to {max(alone):.1f} ms")
+                print(f"    shadow off alone, {figure}: {min(alone):.2f} to {max(alone):.2f} ms")
+            cpu = {
+                key: [statistics.median(r[key] for r in runs["rounds"]) for runs in (off, on)]
+                if all(r[key] is not None for r in off["rounds"] + on["rounds"])
+                else None
+                for key in ("cpu_us", "cpu_us_settled")
+            }
+            if cpu["cpu_us"] is not None:
+                (off_cpu, on_cpu), (_, on_settled) = cpu["cpu_us"], cpu["cpu_us_settled"]
+                print(
+                    f"    the predictor container's CPU per request (medians): {off_cpu:.0f} us off, {on_cpu:.0f} us "
+                    f"on during the load, {on_settled:.0f} us on with the scorers' backlog done"
+                )
     print(f"\nmemory of {args.predictor_container} (docker stats):")
     for when, usage in memories:
         print(f"  {when}: {usage}")
@@ -355,12 +399,20 @@ def shadow_cases(settings, cases: dict, memories: list, results: dict, args: arg
                     candidate = f"candidate version {experiment['candidate_version']}, " if mode != "off" else ""
                     say(f"{case}: {server}, round {turn + 1} of {args.rounds} ({candidate}{args.duration} s) ...")
                     before = shadow_counts(settings)
+                    cpu_before = container_cpu_seconds(args.predictor_container)
                     run = wrk(f"{settings.predictor_url}/predict", json.dumps(body), args.duration, connections)
+                    cpu_after = container_cpu_seconds(args.predictor_container)
                     if mode != "off":  # the scorer processes are running now; they end when it is set off
                         on_memory = memory(args.predictor_container)
                     # counted once they settle: the scorers' backlog is done before the next run, off or on
                     after = settled_shadow_counts(settings)
                     run["shadow"] = tuple(a - b for a, b in zip(after, before, strict=True))
+                    # the container's CPU per request, its scorers' backlog included (done by now)
+                    cpu_end = container_cpu_seconds(args.predictor_container)
+                    known = None not in (cpu_before, cpu_after, cpu_end) and run["rps"] > 0
+                    requests_made = run["rps"] * args.duration
+                    run["cpu_us"] = (cpu_after - cpu_before) / requests_made * 1e6 if known else None
+                    run["cpu_us_settled"] = (cpu_end - cpu_before) / requests_made * 1e6 if known else None
                     runs[server].append(run)
             memories.append((f"shadow on, after {case} (its last round)", on_memory))
             for server, measured in runs.items():
