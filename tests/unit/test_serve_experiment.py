@@ -318,7 +318,7 @@ def test_the_scorer_scores_only_when_the_machine_has_cpu_to_spare():
 
     from mlops_sandbox.serve.experiment import SpareCpu
 
-    spare = SpareCpu()
+    spare = SpareCpu(seconds=0.2)
     time.sleep(0.3)
     assert spare.enough()  # an idle machine (the unit tests run alone)
     stop = multiprocessing.Event()
@@ -338,6 +338,50 @@ def test_the_scorer_scores_only_when_the_machine_has_cpu_to_spare():
     spare.enough()
     time.sleep(0.3)
     assert spare.enough()
+
+
+def test_cpu_to_spare_is_judged_over_a_span_not_a_moment():
+    """Even an idle machine has no CPU to spare until the scorer has looked for `seconds`: a moment's idle CPU
+    (a saturated machine has those) is no licence to predict a batch."""
+    from mlops_sandbox.serve.experiment import SpareCpu
+
+    spare = SpareCpu(seconds=0.5)
+    time.sleep(0.1)
+    assert not spare.enough()
+    time.sleep(0.1)
+    assert not spare.enough()
+    time.sleep(0.4)
+    assert spare.enough()  # an idle machine (the unit tests run alone), over 0.6 s
+    spare.reset()  # work arrives after an idle spell: look again from now
+    assert not spare.enough()
+
+
+def test_the_scorers_own_cpu_time_is_not_spare():
+    """The scorer busy on one CPU and others on the rest: no CPU to spare, though part of the busy time was its
+    own (across cgroups SCHED_IDLE does not yield, so its time may be the callers'). With nothing else busy,
+    what it leaves idle is spare."""
+    import multiprocessing
+
+    from mlops_sandbox.serve.experiment import SpareCpu
+
+    spare = SpareCpu(seconds=0.2)
+    stop = multiprocessing.Event()
+    others = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range((os.cpu_count() or 1) - 1)]
+    for process in others:
+        process.start()
+    try:
+        time.sleep(0.3)
+        spare.reset()
+        _spin_for(0.5)  # this process: the scorer, predicting
+        assert not spare.enough()
+    finally:
+        stop.set()
+        for process in others:
+            process.join()
+    if (os.cpu_count() or 1) > 1:
+        spare.reset()
+        _spin_for(0.5)  # alone: the other CPUs idle
+        assert spare.enough()
 
 
 @pytest.mark.parametrize(
@@ -368,7 +412,7 @@ def test_in_a_cgroup_with_a_cpu_limit_the_scorer_waits_while_the_others_use_it_o
 
     cgroup(used_usec, throttled)
     monkeypatch.setattr(SpareCpu, "CGROUP", str(tmp_path))
-    spare = SpareCpu()
+    spare = SpareCpu(seconds=0.2)
     assert spare.limit == 1.0
 
     started = time.monotonic()
@@ -389,6 +433,12 @@ def test_in_a_cgroup_with_a_cpu_limit_the_scorer_waits_while_the_others_use_it_o
 
 def _spin(stop) -> None:
     while not stop.is_set():
+        sum(range(10_000))
+
+
+def _spin_for(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         sum(range(10_000))
 
 

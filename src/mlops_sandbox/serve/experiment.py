@@ -59,7 +59,8 @@ SHADOW_MESSAGE_ROWS = 128  # a request's rows go to the scorer process in messag
 SHADOW_MESSAGE_BYTES = 256 * 1024  # the largest message the scorer process reads (a larger one is not shadowed)
 SHADOW_QUEUE_BYTES = 1024 * 1024  # the jobs socket's send buffer (the kernel may cap it): a full one drops rows
 SHADOW_QUEUE_ROWS = 20_000  # rows the scorer process keeps waiting for spare CPU; more are not shadowed
-SHADOW_SPARE_CPU = 0.1  # the share of the machine's CPU that must be idle (or the scorer's) for it to score
+SHADOW_SPARE_CPU = 0.1  # the share of the machine's CPU that must be idle (its own work counted as used) to score
+SHADOW_SPARE_SECONDS = 1.0  # over how long it must have been idle (not a moment: a saturated machine has those)
 SHADOW_BATCH_ROWS = 2_000  # the candidate predicts at most this many queued rows in one call
 SHADOW_WINDOW_SECONDS = 0.05  # what queued in this time is predicted in one call
 STOP_SECONDS = 5.0  # how long a stopping scorer process may take to score what it has, before it is killed
@@ -205,15 +206,15 @@ class ShadowScorer:
       message per SHADOW_MESSAGE_ROWS rows, without blocking: when the process is behind and the socket is
       full, the rest is not shadowed (counted in `predictor_shadow_dropped_rows`), and nothing is encoded for
       it for a `window`. So under light load every request is shadowed; at saturation the answers keep the
-      CPU and few rows are shadowed, while memory stays flat.
+      CPU and the rows wait (or, past SHADOW_QUEUE_ROWS, are dropped), while memory stays flat.
     - The process waits `window` seconds after work arrives, keeps at most SHADOW_QUEUE_ROWS rows, and when the
-      machine had CPU to spare meanwhile, has the candidate predict up to SHADOW_BATCH_ROWS rows in one call
-      and captures the shadow lines itself, in segments of its own in the worker's capture spool
-      (`PredictionCapture.writer`), which the workers' shippers ship. So the lines never go back through the
-      worker, whose event loop answers the requests: it only learns, on a pipe, how many rows were captured
-      (a thread of its own, blocked on the pipe in between, counts them). A candidate that fails is reported
-      back, and the experiment is marked broken (so is one whose process exits with an error). Rows sent and
-      never reported on are counted as dropped.
+      machine has had CPU to spare over the last SHADOW_SPARE_SECONDS (`SpareCpu`), has the candidate predict
+      up to SHADOW_BATCH_ROWS rows in one call and captures the shadow lines itself, in segments of its own in
+      the worker's capture spool (`PredictionCapture.writer`), which the workers' shippers ship. So the lines
+      never go back through the worker, whose event loop answers the requests: it only learns, on a pipe, how
+      many rows were captured (a thread of its own, blocked on the pipe in between, counts them). A candidate
+      that fails is reported back, and the experiment is marked broken (so is one whose process exits with an
+      error). Rows sent and never reported on are counted as dropped.
     - `sync` (after each registry poll: a request never forks) starts the process for the candidate in shadow,
       and ends one whose candidate is gone: closing its socket, it scores what it has and exits. A worker that
       dies, however, closes the socket too.
@@ -417,7 +418,7 @@ def _score(
 ) -> None:
     """The scorer process's loop, until its worker closes the jobs socket: take what arrives while fewer than
     SHADOW_QUEUE_ROWS rows wait (then the socket fills, and the worker drops what it cannot send); every
-    `window` seconds, if the machine had CPU to spare meanwhile, predict up to SHADOW_BATCH_ROWS of it in one
+    `window` seconds, if the machine has had CPU to spare (`SpareCpu`), predict up to SHADOW_BATCH_ROWS of it in one
     call, capture the shadow lines (`capture`, a `PredictionCapture.writer`), and tell the worker how many
     (or the failure). Once the socket is closed, what is left is scored at once."""
     buffer = bytearray(SHADOW_MESSAGE_BYTES)
@@ -467,22 +468,31 @@ def _score(
 
 
 class SpareCpu:
-    """Whether the machine had CPU to spare since the last look: at least SHADOW_SPARE_CPU of its CPU time idle
-    or this process's (so its own work does not count against it); in a cgroup with a CPU limit (`cpu.max`),
-    at least that share of the limit unused by the others, and none of it throttled. SCHED_IDLE alone is not
-    enough: it yields only to the processes of its own cgroup (the workers), not to those of other containers
-    or of the host (a load generator, a proxy), and its time counts against the cgroup's limit."""
+    """Whether the machine has had CPU to spare over the last `seconds` (SHADOW_SPARE_SECONDS): at least
+    SHADOW_SPARE_CPU of its CPU time idle; in a cgroup with a CPU limit (`cpu.max`), at least that share of the
+    limit unused, and none of it throttled.
+
+    - The scorer's own CPU time counts as used: SCHED_IDLE yields only to the processes of its own cgroup (the
+      workers), not to those of other containers or of the host (a load generator, a proxy, the callers), so
+      what it used may have been theirs.
+    - Over `seconds`, not since the last look: a saturated machine is idle in a few moments (one 50 ms window
+      in 25, measured at 16 connections), and each such moment let the scorer predict a whole batch of what had
+      waited, with the CPU the answers needed. Measured this way, a saturated machine never has CPU to spare,
+      and the scorer catches up once the load is over (or drops what it cannot keep waiting).
+    """
 
     CGROUP = "/sys/fs/cgroup"  # cgroup v2, as a container sees its own
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = SHADOW_SPARE_SECONDS) -> None:
         self.ticks = os.sysconf("SC_CLK_TCK")
+        self.span = seconds * self.ticks
         self.limit = _cpu_limit(self.CGROUP)  # CPUs, or None
         self.reset()
 
     def reset(self) -> None:
-        """Look from now on (when work arrives after an idle spell)."""
-        self.last = self._read()
+        """Look from now on (when work arrives after an idle spell): no CPU to spare until `seconds` have
+        passed."""
+        self.looks: collections.deque[_CpuTimes] = collections.deque([self._read()])
 
     def _read(self) -> _CpuTimes:
         try:
@@ -494,29 +504,29 @@ class SpareCpu:
         stat = {}
         with contextlib.suppress(OSError, ValueError, IndexError), open(f"{self.CGROUP}/cpu.stat", "rb") as f:
             stat = {k: int(v) for k, v in (line.split() for line in f)}
-        mine = os.times()
         return _CpuTimes(
             total=total,
             idle=idle,
-            mine=(mine.user + mine.system) * self.ticks,
             throttled=stat.get(b"nr_throttled", 0),
             used=stat.get(b"usage_usec", 0) / 1e6 * self.ticks,
             when=time.monotonic() * self.ticks,
         )
 
     def enough(self) -> bool:
-        now, last = self._read(), self.last
-        self.last = now
-        mine = now.mine - last.mine
-        if now.throttled != last.throttled:
+        now, looks = self._read(), self.looks
+        looks.append(now)
+        while len(looks) > 2 and now.when - looks[1].when >= self.span:
+            looks.popleft()  # the oldest look at least `seconds` ago is the one compared with
+        last = looks[0]
+        if now.when - last.when < self.span or now.throttled != last.throttled:
             return False
-        if self.limit is not None and now.when > last.when:  # the others' share of the limit, meanwhile
-            others = (now.used - last.used - mine) / (now.when - last.when)
-            if (self.limit - others) / self.limit < SHADOW_SPARE_CPU:
+        if self.limit is not None:  # the cgroup's share of its limit, meanwhile
+            used = (now.used - last.used) / (now.when - last.when)
+            if (self.limit - used) / self.limit < SHADOW_SPARE_CPU:
                 return False
         if now.total <= last.total:  # no /proc/stat, or no tick since: nothing says the machine is busy
             return True
-        return (now.idle - last.idle + mine) / (now.total - last.total) >= SHADOW_SPARE_CPU
+        return (now.idle - last.idle) / (now.total - last.total) >= SHADOW_SPARE_CPU
 
 
 class _CpuTimes(NamedTuple):
@@ -524,7 +534,6 @@ class _CpuTimes(NamedTuple):
 
     total: int  # the machine's CPU time (/proc/stat)
     idle: int  # of which idle or waiting for I/O
-    mine: float  # this process's CPU time
     throttled: int  # the times the cgroup was throttled (cpu.stat nr_throttled)
     used: float  # the cgroup's CPU time (cpu.stat usage_usec)
     when: float  # the monotonic clock
