@@ -22,8 +22,11 @@ record on one connection, where the latency is the request's own and not time in
 --rounds times each way, alternating (off, on; on, off; off, on; ...), so that what else the machine does, and
 its drift, weigh on both alike. The table has the median of each figure; below it, each round's ratio, the
 median of those ratios with a 95 % bootstrap interval over the rounds (on a busy 2-CPU machine one round moves
-by more than 10 % either way: take --rounds 8 or more for an interval worth reading), the range of the
-shadow-off runs alone, and the predictor container's CPU time per request, off and on (its cgroup's).
+by more than 10 % either way: take --rounds 8 or more for an interval worth reading), p50 and p99 of every
+request with the rounds pooled each way (wrk's latency histograms, where they are quick to read: p99 of all
+the rounds' requests rests on more of them than one round's), with a 95 % bootstrap interval over the rounds,
+the range of the shadow-off runs alone, and the predictor container's CPU time per request, off and on (its
+cgroup's).
 
 The stack's `monitoring` DAG is paused while this runs (and unpaused after, if it was), once a run of it that
 is under way has ended: every five minutes it checks the requests captured since, and after a benchmark that is
@@ -59,7 +62,19 @@ from mlops_sandbox.tracking import use_tracking_server
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = io.open("{body}"):read("*a")
+done = function(summary, latency, requests)
+  -- every request's latency, as wrk's histogram (microseconds, count), when it is cheap to read: each
+  -- latency(i) scans the histogram from its start
+  if #latency * (latency.max - latency.min) > {histogram_cost} then return end
+  local out = io.open("{histogram}", "w")
+  for i = 1, #latency do
+    local value, count = latency(i)
+    out:write(string.format("%d %d\\n", value, count))
+  end
+  out:close()
+end
 """
+HISTOGRAM_COST = 2_000_000_000  # distinct latencies x their range: up to about a second of wrk's time to read
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 SCRIPTS = Path(__file__).resolve().parent
 OURS, MLFLOW, ECHO = "this predictor", "mlflow models serve", "bare FastAPI echo"
@@ -73,10 +88,14 @@ MLFLOW_CONTAINER, ECHO_CONTAINER = "mlops-sandbox-bench-mlflow-serve", "mlops-sa
 
 
 def wrk(url: str, body: str, duration: int, connections: int) -> dict:
-    """Run wrk against `url` with `body` as the POST; requests/s, p50 and p99 in ms, and non-2xx count."""
+    """Run wrk against `url` with `body` as the POST; requests/s, p50 and p99 in ms, the requests made, the
+    non-2xx count, and every request's latency (`histogram`: microseconds -> count, or None where it was too
+    long to read)."""
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "body.json").write_text(body)
-        Path(tmp, "post.lua").write_text(LUA.format(body=Path(tmp, "body.json")))
+        histogram = Path(tmp, "latency.txt")
+        lua = LUA.format(body=Path(tmp, "body.json"), histogram=histogram, histogram_cost=HISTOGRAM_COST)
+        Path(tmp, "post.lua").write_text(lua)
         out = subprocess.run(
             [
                 "wrk",
@@ -92,6 +111,9 @@ def wrk(url: str, body: str, duration: int, connections: int) -> dict:
             text=True,
             check=True,
         ).stdout
+        counts = None
+        if histogram.exists():
+            counts = {int(v): int(n) for v, n in (line.split() for line in histogram.read_text().splitlines())}
 
     def latency(pct: str) -> float:
         value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
@@ -102,7 +124,9 @@ def wrk(url: str, body: str, duration: int, connections: int) -> dict:
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50": latency("50"),
         "p99": latency("99"),
+        "requests": int(re.search(r"^\s+(\d+) requests in ", out, re.M).group(1)),
         "errors": int(errors.group(1)) if errors else 0,
+        "histogram": counts,
     }
 
 
@@ -159,6 +183,37 @@ def paired_ratio(off: list[dict], on: list[dict], figure: str, resamples: int = 
     picks = np.random.default_rng(0).integers(0, len(ratios), size=(resamples, len(ratios)))
     low, high = np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])
     return float(np.median(ratios)), float(low), float(high)
+
+
+def pooled_ratio(
+    off: list[dict], on: list[dict], percentile: float, resamples: int = 4_000
+) -> tuple[float, ...] | None:
+    """The on/off ratio of a percentile of every request's latency, each way's rounds pooled, in ms off and on,
+    and its 95 % bootstrap interval (rounds drawn with replacement, each with its two runs); None where a run has
+    no histogram. More requests behind each figure than in one run's percentile, so less noise."""
+    runs = off + on
+    if any(r["histogram"] is None for r in runs):
+        return None
+    grid = np.array(sorted(set().union(*(r["histogram"] for r in runs))))
+    counts = np.zeros((len(runs), len(grid)))
+    for i, run in enumerate(runs):
+        counts[i, np.searchsorted(grid, list(run["histogram"]))] = list(run["histogram"].values())
+    rounds = len(off)
+
+    def latency_ms(weights: np.ndarray, half: np.ndarray) -> np.ndarray:
+        cumulative = np.cumsum(weights @ half, axis=1)  # one pooled histogram per row of weights
+        first = (cumulative < cumulative[:, -1:] * percentile / 100).sum(axis=1)
+        return grid[first] / 1000
+
+    def ratios(weights: np.ndarray) -> np.ndarray:
+        return latency_ms(weights, counts[rounds:]) / latency_ms(weights, counts[:rounds])
+
+    every = np.ones((1, rounds))
+    draws = np.random.default_rng(0).multinomial(rounds, [1 / rounds] * rounds, size=resamples)
+    drawn = np.concatenate([ratios(chunk) for chunk in np.array_split(draws, max(1, resamples // 250))])
+    low, high = np.percentile(drawn, [2.5, 97.5])
+    off_ms, on_ms = latency_ms(every, counts[:rounds])[0], latency_ms(every, counts[rounds:])[0]
+    return on_ms / off_ms, float(low), float(high), off_ms, on_ms, counts[:rounds].sum(), counts[rounds:].sum()
 
 
 def times(ratio: float) -> str:
@@ -339,17 +394,20 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
                 "    the rounds' ratios, median [95 % bootstrap interval]: "
                 + ", ".join(f"{name} {m:.2f}x [{lo:.2f}, {hi:.2f}]" for name, (m, lo, hi) in paired.items())
             )
+            for figure, percentile in (("p50", 50), ("p99", 99)):
+                pooled = pooled_ratio(off["rounds"], on["rounds"], percentile)
+                if pooled is not None:
+                    ratio, low, high, off_ms, on_ms, off_n, on_n = pooled
+                    print(
+                        f"    every request, the rounds pooled ({off_n:,.0f} off, {on_n:,.0f} on), {figure}: "
+                        f"{off_ms:.2f} ms off, {on_ms:.2f} ms on, {ratio:.2f}x [{low:.2f}, {high:.2f}]"
+                    )
             for figure in ("p50", "p99"):
                 alone = [r[figure] for r in off["rounds"]]
                 print(f"    shadow off alone, {figure}: {min(alone):.2f} to {max(alone):.2f} ms")
-            cpu = {
-                key: [statistics.median(r[key] for r in runs["rounds"]) for runs in (off, on)]
-                if all(r[key] is not None for r in off["rounds"] + on["rounds"])
-                else None
-                for key in ("cpu_us", "cpu_us_settled")
-            }
-            if cpu["cpu_us"] is not None:
-                (off_cpu, on_cpu), (_, on_settled) = cpu["cpu_us"], cpu["cpu_us_settled"]
+            if all(r["cpu_us"] is not None for r in off["rounds"] + on["rounds"]):
+                off_cpu, on_cpu = (statistics.median(r["cpu_us"] for r in runs["rounds"]) for runs in (off, on))
+                on_settled = statistics.median(r["cpu_us_settled"] for r in on["rounds"])
                 print(
                     f"    the predictor container's CPU per request (medians): {off_cpu:.0f} us off, {on_cpu:.0f} us "
                     f"on during the load, {on_settled:.0f} us on with the scorers' backlog done"
@@ -409,10 +467,9 @@ def shadow_cases(settings, cases: dict, memories: list, results: dict, args: arg
                     run["shadow"] = tuple(a - b for a, b in zip(after, before, strict=True))
                     # the container's CPU per request, its scorers' backlog included (done by now)
                     cpu_end = container_cpu_seconds(args.predictor_container)
-                    known = None not in (cpu_before, cpu_after, cpu_end) and run["rps"] > 0
-                    requests_made = run["rps"] * args.duration
-                    run["cpu_us"] = (cpu_after - cpu_before) / requests_made * 1e6 if known else None
-                    run["cpu_us_settled"] = (cpu_end - cpu_before) / requests_made * 1e6 if known else None
+                    known = None not in (cpu_before, cpu_after, cpu_end) and run["requests"] > 0
+                    run["cpu_us"] = (cpu_after - cpu_before) / run["requests"] * 1e6 if known else None
+                    run["cpu_us_settled"] = (cpu_end - cpu_before) / run["requests"] * 1e6 if known else None
                     runs[server].append(run)
             memories.append((f"shadow on, after {case} (its last round)", on_memory))
             for server, measured in runs.items():
