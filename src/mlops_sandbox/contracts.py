@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, NotRequired, TypedDict
 
 import msgspec
@@ -279,11 +279,57 @@ def prediction_log_lines(
     row shares are encoded once, the inputs (dicts or msgspec structs) and predictions in one call each, and the
     lines joined in C. The prediction service's hot path for a batch. `first_row` (not in `prediction_log_records`):
     the first input's place in its request's batch, when `inputs` are a part of it (shadow scoring's)."""
-    stamp = record_time(timestamp or datetime.now(UTC))
     head = b'{"request_id":' + _jsonl.encode(request_id) + b',"row":'
-    shared = (
+    rows = _jsonl.encode(list(range(first_row, first_row + len(inputs))))[1:-1].split(b",")
+    shared = _shared_fields(model_name, model_version, variant, client_request_id, timestamp)
+    latency = b',"latency_ms":' + _jsonl.encode(float(latency_ms))
+    if shadow_of is None:
+        tails: Iterable[bytes] = repeat(latency + b"}\n")
+        paired = None
+    else:
+        version, answered = shadow_of
+        paired = _numbers(answered)
+        lead = latency + b',"shadow":true,"production_version":' + _jsonl.encode(version) + b',"production_prediction":'
+        tails = (lead + p + b"}\n" for p in paired)
+    return _lines(repeat(head), rows, shared, inputs, predictions, tails, paired)
+
+
+def shadow_log_lines(
+    parts: Sequence[tuple[str, str, int, Sequence[float], Sequence[Any]]],
+    model_name: str,
+    model_version: str,
+    predictions: Sequence[float],
+    latency_ms: float,
+    timestamp: datetime | None = None,
+) -> bytes:
+    """The candidate's shadow lines for a batch of parts of answered requests, each (request id, production's
+    version, its first row's place in the request, production's predictions, its inputs), `predictions` being
+    the candidate's for all their rows in order: byte for byte, each part's `prediction_log_lines(...,
+    variant=CANDIDATE_VARIANT, shadow_of=(production's version, its predictions), first_row=...)`, joined. What
+    every row shares is encoded once for the batch, not once a part: the shadow scorer's batches are mostly
+    single-row requests."""
+    sizes = [len(part[4]) for part in parts]
+    ids = _jsonl.encode_lines([part[0] for part in parts]).split(b"\n")[:-1]  # JSON escapes a newline
+    heads = [b'{"request_id":' + request_id + b',"row":' for request_id in ids]
+    first = [range(part[2], part[2] + n) for part, n in zip(parts, sizes, strict=True)]
+    rows = _jsonl.encode(list(chain.from_iterable(first)))[1:-1].split(b",")
+    latency = b',"latency_ms":' + _jsonl.encode(float(latency_ms)) + b',"shadow":true,"production_version":'
+    versions = {part[1] for part in parts}
+    leads = {version: latency + _jsonl.encode(version) + b',"production_prediction":' for version in versions}
+    paired = _numbers(list(chain.from_iterable(part[3] for part in parts)))
+    shared = _shared_fields(model_name, model_version, CANDIDATE_VARIANT, None, timestamp)
+    tails = map(b"%s%s}\n".__mod__, zip(_each_row((leads[part[1]] for part in parts), sizes), paired, strict=True))
+    inputs = list(chain.from_iterable(part[4] for part in parts))
+    return _lines(_each_row(heads, sizes), rows, shared, inputs, predictions, tails, paired)
+
+
+def _shared_fields(
+    model_name: str, model_version: str, variant: str, client_request_id: str | None, timestamp: datetime | None
+) -> bytes:
+    """What a line has between its row number and its inputs: the same for every row of a call."""
+    return (
         b',"timestamp":'
-        + _jsonl.encode(stamp)
+        + _jsonl.encode(record_time(timestamp or datetime.now(UTC)))
         + b',"model_name":'
         + _jsonl.encode(model_name)
         + b',"model_version":'
@@ -293,22 +339,31 @@ def prediction_log_lines(
         + (b"" if client_request_id is None else b',"client_request_id":' + _jsonl.encode(client_request_id))
         + b',"inputs":'
     )
-    latency = b',"latency_ms":' + _jsonl.encode(float(latency_ms))
-    rows = _jsonl.encode(list(range(first_row, first_row + len(inputs))))[1:-1].split(b",")
+
+
+def _each_row(values: Iterable[bytes], sizes: Sequence[int]) -> Iterable[bytes]:
+    """Each part's value once for each of its rows."""
+    return chain.from_iterable(map(repeat, values, sizes))
+
+
+def _lines(
+    heads: Iterable[bytes],
+    rows: list[bytes],
+    shared: bytes,
+    inputs: Sequence[Any],
+    predictions: Sequence[float],
+    tails: Iterable[bytes],
+    paired: list[bytes] | None,
+) -> bytes:
+    """The lines, joined in C: each row's head and number, the shared fields, its inputs, its prediction and
+    its tail (`paired`: production's predictions in a shadow line, as many as the rows)."""
     values = _jsonl.encode_lines(inputs).split(b"\n")[:-1]
     outputs = _numbers(predictions)
     if not len(rows) == len(values) == len(outputs):
         raise ValueError(f"{len(values)} inputs but {len(outputs)} predictions")
-    if shadow_of is None:
-        tails: Iterable[bytes] = repeat(latency + b"}\n")
-    else:
-        version, answered = shadow_of
-        paired = _numbers(answered)
-        if len(paired) != len(outputs):
-            raise ValueError(f"{len(outputs)} shadow predictions but {len(paired)} answered ones")
-        lead = latency + b',"shadow":true,"production_version":' + _jsonl.encode(version) + b',"production_prediction":'
-        tails = (lead + p + b"}\n" for p in paired)
-    parts = zip(repeat(head), rows, repeat(shared), values, repeat(b',"prediction":'), outputs, tails)
+    if paired is not None and len(paired) != len(outputs):
+        raise ValueError(f"{len(outputs)} shadow predictions but {len(paired)} answered ones")
+    parts = zip(heads, rows, repeat(shared), values, repeat(b',"prediction":'), outputs, tails)
     return b"".join(map(b"".join, parts))
 
 

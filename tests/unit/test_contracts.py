@@ -126,3 +126,32 @@ def test_prediction_log_lines_are_the_records_as_json_lines_byte_for_byte():
         prediction_log_lines("r", "m", "1", as_dicts, predictions, 1.0, when, "candidate", ("3", [1.0]))
     with pytest.raises(ValueError, match="2 inputs but 1 predictions"):
         prediction_log_lines("r", "m", "1", as_dicts, [1.0], 1.0, when)
+
+
+def test_a_shadow_batchs_lines_are_each_parts_prediction_log_lines_byte_for_byte():
+    """The shadow scorer's batch: parts of requests of one row and of several (a large request comes in parts,
+    the second starting at its row 2), with production versions that differ, and request ids JSON escapes."""
+    from mlops_sandbox.contracts import CANDIDATE_VARIANT, prediction_log_lines, shadow_log_lines
+
+    when = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    a, b, c = {"area": 5500.0, "furnished": "yes"}, {"area": 1e-7, "furnished": 'quote " and \u00e9'}, {"area": 2.0}
+    parts = [
+        ('id "1"\n', "3", 0, [1.5], [a]),
+        ("big", "3", 0, [2.0, 3.0], [a, b]),
+        ("big", "3", 2, [4.0], [c]),
+        ("other", "2", 0, [-0.5], [b]),
+    ]
+    candidate = [10.0, 2e20, -1.0, 0.25, 7.0]
+    expected, start = b"", 0
+    for request_id, version, first_row, answered, records in parts:
+        mine = candidate[start : start + len(records)]
+        start += len(records)
+        expected += prediction_log_lines(
+            request_id, "house-prices", "4", records, mine, 1.5, when, CANDIDATE_VARIANT, (version, answered),
+            first_row=first_row,
+        )  # fmt: skip
+    assert shadow_log_lines(parts, "house-prices", "4", candidate, 1.5, when) == expected
+    with pytest.raises(ValueError, match="5 inputs but 4 predictions"):
+        shadow_log_lines(parts, "house-prices", "4", candidate[:4], 1.5, when)
+    with pytest.raises(ValueError, match="5 shadow predictions but 4 answered"):
+        shadow_log_lines([*parts[:3], ("other", "2", 0, [], [b])], "house-prices", "4", candidate, 1.5, when)

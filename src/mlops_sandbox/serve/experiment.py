@@ -45,7 +45,7 @@ from mlops_sandbox.contracts import (
     PRODUCTION_VARIANT,
     SERVING_MODE_TAG,
     STAGING,
-    prediction_log_lines,
+    shadow_log_lines,
 )
 from mlops_sandbox.experiment import assign_variant, declared_mode
 from mlops_sandbox.schema import Schema
@@ -574,21 +574,4 @@ def _shadow_lines(batch: list, candidate: ServedModel, features: list[str]) -> b
     columns = {name: [record[name] for part in batch for record in part[4]] for name in features}
     predictions = candidate.predict(columns).tolist()
     latency_ms = (time.perf_counter() - started) * 1000
-    lines, start = [], 0
-    for request_id, production_version, first_row, answered, records in batch:
-        end = start + len(records)
-        lines.append(
-            prediction_log_lines(
-                request_id,
-                candidate.name,
-                candidate.version,
-                records,
-                predictions[start:end],
-                latency_ms,
-                variant=CANDIDATE_VARIANT,
-                shadow_of=(production_version, answered),
-                first_row=first_row,
-            )
-        )
-        start = end
-    return b"".join(lines)
+    return shadow_log_lines(batch, candidate.name, candidate.version, predictions, latency_ms)
