@@ -271,27 +271,17 @@ def prediction_log_lines(
     latency_ms: float,
     timestamp: datetime | None = None,
     variant: str = PRODUCTION_VARIANT,
-    shadow_of: tuple[str, Sequence[float]] | None = None,
     client_request_id: str | None = None,
-    first_row: int = 0,
 ) -> bytes:
-    """`to_jsonl(prediction_log_records(...))`, byte for byte, built without a dict per row: the fields every
-    row shares are encoded once, the inputs (dicts or msgspec structs) and predictions in one call each, and the
-    lines joined in C. The prediction service's hot path for a batch. `first_row` (not in `prediction_log_records`):
-    the first input's place in its request's batch, when `inputs` are a part of it (shadow scoring's)."""
+    """`to_jsonl(prediction_log_records(...))` of an answered request, byte for byte, built without a dict per
+    row: the fields every row shares are encoded once, the inputs (dicts or msgspec structs) and predictions in
+    one call each, and the lines joined in C. The prediction service's hot path for a batch. (A candidate's
+    shadow lines are `shadow_log_lines`'.)"""
     head = b'{"request_id":' + _jsonl.encode(request_id) + b',"row":'
-    rows = _jsonl.encode(list(range(first_row, first_row + len(inputs))))[1:-1].split(b",")
+    rows = _jsonl.encode(list(range(len(inputs))))[1:-1].split(b",")
     shared = _shared_fields(model_name, model_version, variant, client_request_id, timestamp)
-    latency = b',"latency_ms":' + _jsonl.encode(float(latency_ms))
-    if shadow_of is None:
-        tails: Iterable[bytes] = repeat(latency + b"}\n")
-        paired = None
-    else:
-        version, answered = shadow_of
-        paired = _numbers(answered)
-        lead = latency + b',"shadow":true,"production_version":' + _jsonl.encode(version) + b',"production_prediction":'
-        tails = (lead + p + b"}\n" for p in paired)
-    return _lines(repeat(head), rows, shared, inputs, predictions, tails, paired)
+    tail = b',"latency_ms":' + _jsonl.encode(float(latency_ms)) + b"}\n"
+    return _lines(repeat(head), rows, shared, inputs, predictions, repeat(tail), None)
 
 
 def shadow_log_lines(
@@ -304,10 +294,10 @@ def shadow_log_lines(
 ) -> bytes:
     """The candidate's shadow lines for a batch of parts of answered requests, each (request id, production's
     version, its first row's place in the request, production's predictions, its inputs), `predictions` being
-    the candidate's for all their rows in order: byte for byte, each part's `prediction_log_lines(...,
-    variant=CANDIDATE_VARIANT, shadow_of=(production's version, its predictions), first_row=...)`, joined. What
-    every row shares is encoded once for the batch, not once a part: the shadow scorer's batches are mostly
-    single-row requests."""
+    the candidate's for all their rows in order: byte for byte, each part's `to_jsonl(prediction_log_records(...,
+    variant=CANDIDATE_VARIANT, shadow_of=(production's version, its predictions)))` with its rows numbered from
+    its first row's place, joined. What every row shares is encoded once for the batch, not once a part: the
+    shadow scorer's batches are mostly single-row requests."""
     sizes = [len(part[4]) for part in parts]
     ids = _jsonl.encode_lines([part[0] for part in parts]).split(b"\n")[:-1]  # JSON escapes a newline
     heads = [b'{"request_id":' + request_id + b',"row":' for request_id in ids]

@@ -119,19 +119,16 @@ def test_prediction_log_lines_are_the_records_as_json_lines_byte_for_byte():
     client = {"client_request_id": 'mine "2"'}
     expected = to_jsonl(prediction_log_records("s", "house-prices", "3", as_dicts, predictions, 1.0, when, **client))
     assert prediction_log_lines("s", "house-prices", "3", as_structs, predictions, 1.0, when, **client) == expected
-    shadow = ("candidate", ("3", [1.0, -2.5]))
-    expected = to_jsonl(prediction_log_records("r", "house-prices", "4", as_dicts, predictions, 0.5, when, *shadow))
-    assert prediction_log_lines("r", "house-prices", "4", as_structs, predictions, 0.5, when, *shadow) == expected
-    with pytest.raises(ValueError, match="2 shadow predictions but 1 answered"):
-        prediction_log_lines("r", "m", "1", as_dicts, predictions, 1.0, when, "candidate", ("3", [1.0]))
+    expected = to_jsonl(prediction_log_records("r", "house-prices", "4", as_dicts, predictions, 0.5, when, "candidate"))
+    assert prediction_log_lines("r", "house-prices", "4", as_structs, predictions, 0.5, when, "candidate") == expected
     with pytest.raises(ValueError, match="2 inputs but 1 predictions"):
         prediction_log_lines("r", "m", "1", as_dicts, [1.0], 1.0, when)
 
 
-def test_a_shadow_batchs_lines_are_each_parts_prediction_log_lines_byte_for_byte():
+def test_a_shadow_batchs_lines_are_each_parts_records_as_json_lines_byte_for_byte():
     """The shadow scorer's batch: parts of requests of one row and of several (a large request comes in parts,
     the second starting at its row 2), with production versions that differ, and request ids JSON escapes."""
-    from mlops_sandbox.contracts import CANDIDATE_VARIANT, prediction_log_lines, shadow_log_lines
+    from mlops_sandbox.contracts import CANDIDATE_VARIANT, prediction_log_records, shadow_log_lines, to_jsonl
 
     when = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
     a, b, c = {"area": 5500.0, "furnished": "yes"}, {"area": 1e-7, "furnished": 'quote " and \u00e9'}, {"area": 2.0}
@@ -146,10 +143,10 @@ def test_a_shadow_batchs_lines_are_each_parts_prediction_log_lines_byte_for_byte
     for request_id, version, first_row, answered, records in parts:
         mine = candidate[start : start + len(records)]
         start += len(records)
-        expected += prediction_log_lines(
-            request_id, "house-prices", "4", records, mine, 1.5, when, CANDIDATE_VARIANT, (version, answered),
-            first_row=first_row,
-        )  # fmt: skip
+        shadow = prediction_log_records(
+            request_id, "house-prices", "4", records, mine, 1.5, when, CANDIDATE_VARIANT, (version, answered)
+        )
+        expected += to_jsonl([{**line, "row": line["row"] + first_row} for line in shadow])
     assert shadow_log_lines(parts, "house-prices", "4", candidate, 1.5, when) == expected
     with pytest.raises(ValueError, match="5 inputs but 4 predictions"):
         shadow_log_lines(parts, "house-prices", "4", candidate[:4], 1.5, when)
