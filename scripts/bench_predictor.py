@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import requests
@@ -185,9 +186,19 @@ def paired_ratio(off: list[dict], on: list[dict], figure: str, resamples: int = 
     return float(np.median(ratios)), float(low), float(high)
 
 
-def pooled_ratio(
-    off: list[dict], on: list[dict], percentile: float, resamples: int = 4_000
-) -> tuple[float, ...] | None:
+class Pooled(NamedTuple):
+    """A percentile of every request's latency, each way's rounds pooled (see `pooled_ratio`)."""
+
+    ratio: float  # on / off
+    low: float  # the ratio's 95 % bootstrap interval
+    high: float
+    off_ms: float
+    on_ms: float
+    off_requests: float  # the pooled histograms' totals
+    on_requests: float
+
+
+def pooled_ratio(off: list[dict], on: list[dict], percentile: float, resamples: int = 4_000) -> Pooled | None:
     """The on/off ratio of a percentile of every request's latency, each way's rounds pooled, in ms off and on,
     and its 95 % bootstrap interval (rounds drawn with replacement, each with its two runs); None where a run has
     no histogram. More requests behind each figure than in one run's percentile, so less noise."""
@@ -213,7 +224,8 @@ def pooled_ratio(
     drawn = np.concatenate([ratios(chunk) for chunk in np.array_split(draws, max(1, resamples // 250))])
     low, high = np.percentile(drawn, [2.5, 97.5])
     off_ms, on_ms = latency_ms(every, counts[:rounds])[0], latency_ms(every, counts[rounds:])[0]
-    return on_ms / off_ms, float(low), float(high), off_ms, on_ms, counts[:rounds].sum(), counts[rounds:].sum()
+    off_n, on_n = counts[:rounds].sum(), counts[rounds:].sum()
+    return Pooled(on_ms / off_ms, float(low), float(high), off_ms, on_ms, off_n, on_n)
 
 
 def times(ratio: float) -> str:
@@ -397,10 +409,11 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
             for figure, percentile in (("p50", 50), ("p99", 99)):
                 pooled = pooled_ratio(off["rounds"], on["rounds"], percentile)
                 if pooled is not None:
-                    ratio, low, high, off_ms, on_ms, off_n, on_n = pooled
+                    p = pooled
                     print(
-                        f"    every request, the rounds pooled ({off_n:,.0f} off, {on_n:,.0f} on), {figure}: "
-                        f"{off_ms:.2f} ms off, {on_ms:.2f} ms on, {ratio:.2f}x [{low:.2f}, {high:.2f}]"
+                        f"    every request, the rounds pooled ({p.off_requests:,.0f} off, {p.on_requests:,.0f} on), "
+                        f"{figure}: {p.off_ms:.2f} ms off, {p.on_ms:.2f} ms on, "
+                        f"{p.ratio:.2f}x [{p.low:.2f}, {p.high:.2f}]"
                     )
             for figure in ("p50", "p99"):
                 alone = [r[figure] for r in off["rounds"]]
