@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -23,6 +25,8 @@ from mlops_sandbox.tracking import use_tracking_server
 
 pytestmark = pytest.mark.workshop
 SCENARIO = "house_prices"
+ROOT = Path(__file__).resolve().parents[2]
+CONTINUED = "continued from the exercise before"
 
 
 def _ok(process: subprocess.CompletedProcess) -> str:
@@ -43,12 +47,13 @@ def start(skip_to, request):
     """Bring the stack to the start of exercise N the way the room does: an attendee who just did exercise
     N-1 goes on with the stack it left. So, when the test of exercise N-1 ran right before and passed, exercise
     N continues on that stack; otherwise (a failure, a `-k` selection) `make skip-to STEP=N` prepares it.
-    Exercise 8's test always runs `make skip-to STEP=8`, which runs every step `workshop prepare` has."""
+    Returns CONTINUED when it continued (the test then does what the doc asks of an attendee coming from
+    exercise N-1, if anything), else what `make skip-to` printed."""
 
     def run(step: int) -> str:
         name, passed = getattr(request.session, "last_test", ("", False))
         if step > 1 and passed and name.startswith(f"test_exercise_{step - 1}_"):
-            return f"continued from exercise {step - 1}"
+            return CONTINUED
         return skip_to(step)
 
     return run
@@ -225,8 +230,21 @@ def test_exercise_7_retrain_and_recover(start, cli, settings):
     assert recovered["state"] == "success" and recovered["tasks"]["flag_decay"] == "success"
 
 
-def test_exercise_8_compare_on_live_traffic_and_promote(skip_to, cli, notebook, settings):
-    skip_to(8)
+def _doc_commands_after(marker: str) -> list[list[str]]:
+    """The `docker compose run --rm cli ...` lines of the first bash block after `marker` in docs/workshop.md,
+    as argument lists for `cli`: what the doc has attendees paste."""
+    after = (ROOT / "docs" / "workshop.md").read_text().split(marker, 1)[1]
+    block = after.split("```bash\n", 1)[1].split("```", 1)[0]
+    prefix = ["docker", "compose", "run", "--rm", "cli"]
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert commands and all(c[: len(prefix)] == prefix for c in commands), block
+    return [c[len(prefix) :] for c in commands]
+
+
+def test_exercise_8_compare_on_live_traffic_and_promote(start, cli, notebook, settings):
+    if start(8) == CONTINUED:  # the doc's "Coming from exercise 7, make version 3 yourself"
+        for command in _doc_commands_after("Coming from exercise 7, make version 3 yourself"):
+            cli(*command)
     assert {v["version"]: v["aliases"] for v in _versions(settings)} == {"3": ["staging"], "2": ["production"], "1": []}
     assert _last_json(cli("model", "experiment", "status"))["mode"] == "off"
     # 1. shadow: the candidate predicts beside production, answering nobody
