@@ -28,6 +28,12 @@ the rounds' requests rests on more of them than one round's), with a 95 % bootst
 the range of the shadow-off runs alone, and the predictor container's CPU time per request, off and on (its
 cgroup's).
 
+With --pause SERVICE ..., those services of the stack are frozen (`docker pause`) during the shadow cases and
+thawed after, however the run ends: on a 2-CPU machine, Airflow's scheduler and DAG processor wake every
+few seconds, and each wake-up that lands on a request is in its p99, off and on alike. The services the
+predictor needs (MinIO, MLflow, Postgres) cannot be paused. With --only-one-connection, the shadow cases are
+just the one-record, one-connection case, the one where p99 is the request's own latency.
+
 The stack's `monitoring` DAG is paused while this runs (and unpaused after, if it was), once a run of it that
 is under way has ended: every five minutes it checks the requests captured since, and after a benchmark that is
 millions of rows, a CPU's work for minutes, which would be measured as the predictor's.
@@ -80,6 +86,7 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 SCRIPTS = Path(__file__).resolve().parent
 OURS, MLFLOW, ECHO = "this predictor", "mlflow models serve", "bare FastAPI echo"
 SHADOW, ONE_CONNECTION = "this predictor, shadow on", "single row, 1 connection"
+NEEDED_SERVICES = frozenset({"predictor", "minio", "mlflow", "postgres"})  # --pause refuses them
 SHADOW_OFF = "this predictor, shadow off"
 SHADOW_COUNTERS = ("predictor_shadow_rows_total", "predictor_shadow_dropped_rows_total")
 MONITORING_DAG = "monitoring"
@@ -253,9 +260,20 @@ def main() -> None:
     parser.add_argument("--settle", type=int, default=60, help="seconds after the loads to read memory again; 0 skips")
     parser.add_argument("--shadow", action="store_true", help="measure this predictor again in shadow mode")
     parser.add_argument("--rounds", type=int, default=3, help="with --shadow: measurements each way per case")
+    parser.add_argument(
+        "--pause", nargs="+", default=[], metavar="SERVICE", help="with --shadow: stack services frozen meanwhile"
+    )
+    parser.add_argument(
+        "--only-one-connection", action="store_true", help="with --shadow: only one record on one connection"
+    )
+    parser.add_argument("--project", default=os.environ.get("COMPOSE_PROJECT_NAME", "mlops-sandbox"))
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if (args.pause or args.only_one_connection) and not args.shadow:
+        parser.error("--pause and --only-one-connection go with --shadow")
+    if needed := sorted(set(args.pause) & NEEDED_SERVICES):
+        parser.error(f"the predictor needs {', '.join(needed)} while it is measured: not paused")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
 
@@ -388,8 +406,11 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
                 f"p99 {mine['p99'] / theirs['p99']:.2f}x"
             )
     if args.shadow:
-        print(f"\nshadow on against off (this predictor; medians of {args.rounds} alternating rounds each way):")
-        for case in cases:  # shadow_cases added ONE_CONNECTION
+        paused = f"; {', '.join(args.pause)} paused meanwhile" if args.pause else ""
+        print(
+            f"\nshadow on against off (this predictor; medians of {args.rounds} alternating rounds each way{paused}):"
+        )
+        for case in (c for c in cases if (c, SHADOW) in results):  # shadow_cases added ONE_CONNECTION
             off, on = results[(case, SHADOW_OFF)], results[(case, SHADOW)]
             print(
                 f"  {case}: {times(on['rps'] / off['rps'])} the req/s, p50 {on['p50'] / off['p50']:.2f}x, "
@@ -407,9 +428,7 @@ def report(settings, version: str, cases: dict, memories: list, results: dict, a
                 + ", ".join(f"{name} {m:.2f}x [{lo:.2f}, {hi:.2f}]" for name, (m, lo, hi) in paired.items())
             )
             for figure, percentile in (("p50", 50), ("p99", 99)):
-                pooled = pooled_ratio(off["rounds"], on["rounds"], percentile)
-                if pooled is not None:
-                    p = pooled
+                if (p := pooled_ratio(off["rounds"], on["rounds"], percentile)) is not None:
                     print(
                         f"    every request, the rounds pooled ({p.off_requests:,.0f} off, {p.on_requests:,.0f} on), "
                         f"{figure}: {p.off_ms:.2f} ms off, {p.on_ms:.2f} ms on, "
@@ -455,45 +474,75 @@ def shadow_cases(settings, cases: dict, memories: list, results: dict, args: arg
     """This predictor with shadow off and on, --rounds times each, alternating, case by case: the cases at
     --connections, and one record on one connection. Each result is the medians, with the rounds kept in
     `rounds` and the rows shadowed and not summed in `shadow`. The experiment is set off at the end."""
-    from mlops_sandbox import loop, registry
+    from mlops_sandbox import registry
 
-    cases[ONE_CONNECTION] = cases["single row"]
-    modes = (("off", SHADOW_OFF), ("shadow", SHADOW))
+    one = cases[ONE_CONNECTION] = cases["single row"]
+    shadowed = {ONE_CONNECTION: one} if args.only_one_connection else dict(cases)
     try:
-        for case, (body, _) in cases.items():
-            connections = 1 if case == ONE_CONNECTION else args.connections
-            runs: dict[str, list[dict]] = {server: [] for _, server in modes}
-            for turn in range(args.rounds):
-                for mode, server in modes if turn % 2 == 0 else modes[::-1]:
-                    registry.set_experiment(mode, "bench", f"bench_predictor.py --shadow: {case}", settings=settings)
-                    experiment = loop.wait_until_experiment(settings, mode, running=mode != "off")
-                    candidate = f"candidate version {experiment['candidate_version']}, " if mode != "off" else ""
-                    say(f"{case}: {server}, round {turn + 1} of {args.rounds} ({candidate}{args.duration} s) ...")
-                    before = shadow_counts(settings)
-                    cpu_before = container_cpu_seconds(args.predictor_container)
-                    run = wrk(f"{settings.predictor_url}/predict", json.dumps(body), args.duration, connections)
-                    cpu_after = container_cpu_seconds(args.predictor_container)
-                    if mode != "off":  # the scorer processes are running now; they end when it is set off
-                        on_memory = memory(args.predictor_container)
-                    # counted once they settle: the scorers' backlog is done before the next run, off or on
-                    after = settled_shadow_counts(settings)
-                    run["shadow"] = tuple(a - b for a, b in zip(after, before, strict=True))
-                    # the container's CPU per request, its scorers' backlog included (done by now)
-                    cpu_end = container_cpu_seconds(args.predictor_container)
-                    known = None not in (cpu_before, cpu_after, cpu_end) and run["requests"] > 0
-                    run["cpu_us"] = (cpu_after - cpu_before) / run["requests"] * 1e6 if known else None
-                    run["cpu_us_settled"] = (cpu_end - cpu_before) / run["requests"] * 1e6 if known else None
-                    runs[server].append(run)
-            memories.append((f"shadow on, after {case} (its last round)", on_memory))
-            for server, measured in runs.items():
-                results[(case, server)] = {
-                    **{k: statistics.median(r[k] for r in measured) for k in ("rps", "p50", "p99")},
-                    "errors": sum(r["errors"] for r in measured),
-                    "shadow": tuple(sum(r["shadow"][i] for r in measured) for i in (0, 1)),
-                    "rounds": measured,
-                }
+        with stack_paused(args.project, args.pause):
+            shadow_rounds(settings, shadowed, memories, results, args)
     finally:
         registry.set_experiment("off", "bench", "bench_predictor.py --shadow is done", settings=settings)
+
+
+@contextlib.contextmanager
+def stack_paused(project: str, services: list[str]):
+    """Those services' containers frozen (`docker pause`), and thawed after, however the run ends."""
+    paused = []
+    try:
+        for service in services:
+            name = f"{project}-{service}-1"
+            done = subprocess.run(["docker", "pause", name], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"could not pause {service} ({name}): {done.stderr.strip()}")
+            paused.append(name)
+        if paused:
+            say(f"paused: {', '.join(paused)}")
+        yield
+    finally:
+        for name in paused:
+            done = subprocess.run(["docker", "unpause", name], capture_output=True, text=True)
+            if done.returncode != 0:
+                say(f"could not unpause {name}: {done.stderr.strip()}; run `docker unpause {name}`")
+
+
+def shadow_rounds(settings, cases: dict, memories: list, results: dict, args: argparse.Namespace) -> None:
+    """`shadow_cases`' rounds of `cases`, off and on in turn."""
+    from mlops_sandbox import loop, registry
+
+    modes = (("off", SHADOW_OFF), ("shadow", SHADOW))
+    for case, (body, _) in cases.items():
+        connections = 1 if case == ONE_CONNECTION else args.connections
+        runs: dict[str, list[dict]] = {server: [] for _, server in modes}
+        for turn in range(args.rounds):
+            for mode, server in modes if turn % 2 == 0 else modes[::-1]:
+                registry.set_experiment(mode, "bench", f"bench_predictor.py --shadow: {case}", settings=settings)
+                experiment = loop.wait_until_experiment(settings, mode, running=mode != "off")
+                candidate = f"candidate version {experiment['candidate_version']}, " if mode != "off" else ""
+                say(f"{case}: {server}, round {turn + 1} of {args.rounds} ({candidate}{args.duration} s) ...")
+                before = shadow_counts(settings)
+                cpu_before = container_cpu_seconds(args.predictor_container)
+                run = wrk(f"{settings.predictor_url}/predict", json.dumps(body), args.duration, connections)
+                cpu_after = container_cpu_seconds(args.predictor_container)
+                if mode != "off":  # the scorer processes are running now; they end when it is set off
+                    on_memory = memory(args.predictor_container)
+                # counted once they settle: the scorers' backlog is done before the next run, off or on
+                after = settled_shadow_counts(settings)
+                run["shadow"] = tuple(a - b for a, b in zip(after, before, strict=True))
+                # the container's CPU per request, its scorers' backlog included (done by now)
+                cpu_end = container_cpu_seconds(args.predictor_container)
+                known = None not in (cpu_before, cpu_after, cpu_end) and run["requests"] > 0
+                run["cpu_us"] = (cpu_after - cpu_before) / run["requests"] * 1e6 if known else None
+                run["cpu_us_settled"] = (cpu_end - cpu_before) / run["requests"] * 1e6 if known else None
+                runs[server].append(run)
+        memories.append((f"shadow on, after {case} (its last round)", on_memory))
+        for server, measured in runs.items():
+            results[(case, server)] = {
+                **{k: statistics.median(r[k] for r in measured) for k in ("rps", "p50", "p99")},
+                "errors": sum(r["errors"] for r in measured),
+                "shadow": tuple(sum(r["shadow"][i] for r in measured) for i in (0, 1)),
+                "rounds": measured,
+            }
 
 
 if __name__ == "__main__":
