@@ -47,6 +47,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -253,9 +254,7 @@ def main() -> None:
     parser.add_argument("--network", default=os.environ.get("STACK_NETWORK", "mlops-sandbox"))
     parser.add_argument("--image", default="mlops-sandbox/project:0.1.0")
     parser.add_argument(
-        "--predictor-container",
-        default=f"{os.environ.get('COMPOSE_PROJECT_NAME', 'mlops-sandbox')}-predictor-1",
-        help="whose memory to print (docker stats)",
+        "--predictor-container", help="whose memory to print (docker stats); by default, --project's predictor"
     )
     parser.add_argument("--settle", type=int, default=60, help="seconds after the loads to read memory again; 0 skips")
     parser.add_argument("--shadow", action="store_true", help="measure this predictor again in shadow mode")
@@ -266,8 +265,11 @@ def main() -> None:
     parser.add_argument(
         "--only-one-connection", action="store_true", help="with --shadow: only one record on one connection"
     )
-    parser.add_argument("--project", default=os.environ.get("COMPOSE_PROJECT_NAME", "mlops-sandbox"))
+    parser.add_argument(
+        "--project", default=os.environ.get("COMPOSE_PROJECT_NAME", "mlops-sandbox"), help="the compose project"
+    )
     args = parser.parse_args()
+    args.predictor_container = args.predictor_container or compose_container(args.project, "predictor")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if (args.pause or args.only_one_connection) and not args.shadow:
@@ -276,6 +278,7 @@ def main() -> None:
         parser.error(f"the predictor needs {', '.join(needed)} while it is measured: not paused")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
+    exit_on_sigterm()
 
     settings = get_settings()
     client = use_tracking_server(settings)
@@ -472,8 +475,9 @@ def settled_shadow_counts(settings, timeout: float = 120) -> tuple[float, float]
 
 def shadow_cases(settings, cases: dict, memories: list, results: dict, args: argparse.Namespace) -> None:
     """This predictor with shadow off and on, --rounds times each, alternating, case by case: the cases at
-    --connections, and one record on one connection. Each result is the medians, with the rounds kept in
-    `rounds` and the rows shadowed and not summed in `shadow`. The experiment is set off at the end."""
+    --connections, and one record on one connection (with --only-one-connection, only that one). Each result
+    is the medians, with the rounds kept in `rounds` and the rows shadowed and not summed in `shadow`. The
+    experiment is set off at the end."""
     from mlops_sandbox import registry
 
     one = cases[ONE_CONNECTION] = cases["single row"]
@@ -485,13 +489,25 @@ def shadow_cases(settings, cases: dict, memories: list, results: dict, args: arg
         registry.set_experiment("off", "bench", "bench_predictor.py --shadow is done", settings=settings)
 
 
+def exit_on_sigterm() -> None:
+    """Make a SIGTERM (`kill`, `timeout`) end the run as ^C does, through its `finally` blocks: the paused
+    services are thawed, the monitoring DAG unpaused and the experiment set off again. (Python's default for
+    SIGTERM ends the process on the spot.)"""
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+
+
+def compose_container(project: str, service: str) -> str:
+    """The container Compose names for the first (here, the only) replica of a service."""
+    return f"{project}-{service}-1"
+
+
 @contextlib.contextmanager
 def stack_paused(project: str, services: list[str]):
     """Those services' containers frozen (`docker pause`), and thawed after, however the run ends."""
     paused = []
     try:
         for service in services:
-            name = f"{project}-{service}-1"
+            name = compose_container(project, service)
             done = subprocess.run(["docker", "pause", name], capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"could not pause {service} ({name}): {done.stderr.strip()}")
