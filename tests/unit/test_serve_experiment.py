@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_stand_ins import Candidate, DeclaredExperiment, FixedRegistry
+from serving_stand_ins import HOUSE_PRICES, Candidate, DeclaredExperiment, FixedRegistry
 
 from mlops_sandbox.config import Settings
 from mlops_sandbox.experiment import assign_variant
 from mlops_sandbox.serve.app import create_app
+from mlops_sandbox.serve.model import ServedModel
 from mlops_sandbox.serve.schema import EXAMPLES
 
 pytestmark = pytest.mark.unit
@@ -240,6 +241,67 @@ def test_shadow_scoring_runs_in_a_low_priority_process_and_what_it_cannot_keep_u
     assert all(r["shadow"] and r["model_version"] == "4" and r["inputs"] == RECORD for r in captured)
     with pytest.raises(ProcessLookupError):  # stopped, and reaped
         os.kill(pid, 0)
+
+
+class Spinning:
+    """A candidate (on the numpy path, as ours are) that keeps a CPU busy for `seconds_per_row` for each row it
+    predicts."""
+
+    def __init__(self, seconds_per_row: float):
+        self.model, self.seconds_per_row = self, seconds_per_row
+
+    def unwrap_python_model(self):
+        return self
+
+    def predict_columns(self, columns):
+        until = time.thread_time() + self.seconds_per_row * len(columns["area"])
+        while time.thread_time() < until:
+            pass
+        return [area * 1000.0 for area in columns["area"]]
+
+
+class SpinningCandidate(Candidate):
+    def refresh(self) -> bool:
+        self._current = ServedModel("house-prices", "4", "staging", "run-2", {}, Spinning(3e-5), HOUSE_PRICES)
+        return True
+
+
+def _on_cpu(pid: int) -> tuple[float, int]:
+    """Seconds a process has run on a CPU (/proc/PID/schedstat), and how many times it gave its CPU up (it
+    slept, or waited: /proc/PID/status)."""
+    ran = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    status = dict(line.split(":\t") for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    return ran, int(status["voluntary_ctxt_switches"])
+
+
+def test_the_scorer_process_gives_its_cpu_up_at_least_every_millisecond():
+    """SCHED_IDLE makes the scorer yield at once only to the tasks of its own cgroup: a caller, or a proxy in
+    front of the service, that wakes on its CPU waits for the scheduler's tick (4 ms at HZ=250). So it never
+    runs long without a sleep: 5,000 rows of a candidate that takes 30 µs a row (0.15 s in all, 60 ms for one
+    call of SHADOW_BATCH_ROWS) are predicted with a sleep for every millisecond or less of its CPU time.
+    (Preemption by others does not count: only the times it gave the CPU up itself.)"""
+    from mlops_sandbox.serve.experiment import ShadowJob, ShadowScorer
+
+    experiment = DeclaredExperiment(SHADOW, SpinningCandidate())
+    experiment.refresh(None)
+    captured = Captured()
+    scorer = ShadowScorer(experiment, captured, list(RECORD), window=0.05)
+    scorer.start()
+    pid = scorer._scorer.pid
+    try:
+        time.sleep(0.2)  # it has started, and waits for work
+        before = _on_cpu(pid)
+        for i in range(50):
+            scorer.submit(ShadowJob(f"r{i}", [RECORD] * 100, "3", [1.0] * 100))
+        for _ in range(300):  # it waits for a second of spare CPU, then predicts them
+            if Path(captured.path).read_bytes().count(b"\n") == 5000:  # lines it is still writing are not read
+                break
+            time.sleep(0.05)
+        ran, gave_up = (now - then for now, then in zip(_on_cpu(pid), before, strict=True))
+    finally:
+        scorer.stop()
+    assert len(captured) == 5000 and ran >= 0.15  # the candidate's work was done in that process
+    assert gave_up >= ran / 0.001, f"{ran:.3f} s on a CPU, given up {gave_up} times"
 
 
 def test_the_scorer_process_captures_its_lines_in_the_workers_spool_and_the_workers_shipper_ships_them(tmp_path):

@@ -61,8 +61,11 @@ SHADOW_QUEUE_BYTES = 1024 * 1024  # the jobs socket's send buffer (the kernel ma
 SHADOW_QUEUE_ROWS = 20_000  # rows the scorer process keeps waiting for spare CPU; more are not shadowed
 SHADOW_SPARE_CPU = 0.1  # the share of the machine's CPU that must be idle (its own work counted as used) to score
 SHADOW_SPARE_SECONDS = 1.0  # over how long it must have been idle (not a moment: a saturated machine has those)
-SHADOW_BATCH_ROWS = 2_000  # the candidate predicts at most this many queued rows in one call
-SHADOW_WINDOW_SECONDS = 0.05  # what queued in this time is predicted in one call
+SHADOW_BATCH_ROWS = 2_000  # the scorer predicts at most this many queued rows before it looks for more
+SHADOW_WINDOW_SECONDS = 0.05  # what queued in this time is predicted together
+SHADOW_SLICE_SECONDS = 0.0005  # the scorer process holds a CPU at most about this long, then sleeps (`_Slices`)
+SHADOW_GAP_SECONDS = 0.0001  # how long it sleeps then
+SHADOW_CALL_ROWS = 16  # but it predicts at least this many rows in a call (if they wait): a call has its own cost
 STOP_SECONDS = 5.0  # how long a stopping scorer process may take to score what it has, before it is killed
 
 
@@ -209,8 +212,9 @@ class ShadowScorer:
       CPU and the rows wait (or, past SHADOW_QUEUE_ROWS, are dropped), while memory stays flat.
     - The process waits `window` seconds after work arrives, keeps at most SHADOW_QUEUE_ROWS rows, and when the
       machine has had CPU to spare over the last SHADOW_SPARE_SECONDS (`SpareCpu`), has the candidate predict
-      up to SHADOW_BATCH_ROWS rows in one call and captures the shadow lines itself, in segments of its own in
-      the worker's capture spool (`PredictionCapture.writer`), which the workers' shippers ship. So the lines
+      up to SHADOW_BATCH_ROWS rows, in calls of about half a millisecond with a short sleep after each
+      (`_Slices`), and captures the shadow lines itself, in segments of its own in the worker's capture spool
+      (`PredictionCapture.writer`), which the workers' shippers ship. So the lines
       never go back through the worker, whose event loop answers the requests: it only learns, on a pipe, how
       many rows were captured (a thread of its own, blocked on the pipe in between, counts them). A candidate
       that fails is reported back, and the experiment is marked broken (so is one whose process exits with an
@@ -418,14 +422,15 @@ def _score(
 ) -> None:
     """The scorer process's loop, until its worker closes the jobs socket: take what arrives while fewer than
     SHADOW_QUEUE_ROWS rows wait (then the socket fills, and the worker drops what it cannot send); every
-    `window` seconds, if the machine has had CPU to spare (`SpareCpu`), predict up to SHADOW_BATCH_ROWS of it in one
-    call, capture the shadow lines (`capture`, a `PredictionCapture.writer`), and tell the worker how many
-    (or the failure). Once the socket is closed, what is left is scored at once."""
+    `window` seconds, if the machine has had CPU to spare (`SpareCpu`), predict up to SHADOW_BATCH_ROWS of it,
+    capture the shadow lines (`capture`, a `PredictionCapture.writer`), and tell the worker how many (or the
+    failure): `_score_some`. Once the socket is closed, what is left is scored at once. It never works for more
+    than a slice without a sleep (`_Slices`)."""
     buffer = bytearray(SHADOW_MESSAGE_BYTES)
     view = memoryview(buffer)
     decode = msgspec.msgpack.Decoder().decode
     queue: collections.deque[list] = collections.deque()
-    queued, ended, spare = 0, False, SpareCpu()
+    queued, ended, spare, slices = 0, False, SpareCpu(), _Slices()
     due = None  # seconds until the capture's open segment is old enough to close (None: none open)
     hangup = select.poll()
     hangup.register(jobs, select.POLLIN)  # POLLHUP is always reported
@@ -439,12 +444,15 @@ def _score(
                 size = jobs.recv_into(buffer, 0, flags)
             except BlockingIOError:
                 break
+            if flags == 0:  # it waited for this message: it slept
+                slices.rest()
             flags = socket.MSG_DONTWAIT
             if not size:
                 ended = True
                 break
             queue.append(decode(view[:size]))
             queued += len(queue[-1][4])
+            slices.pause()
         if not ended and queued >= SHADOW_QUEUE_ROWS and any(e & select.POLLHUP for _, e in hangup.poll(0)):
             ended = True  # its worker is gone or done: what is still in the socket is not scored (it counts it)
         if idle and queue:
@@ -454,17 +462,90 @@ def _score(
                 return
             continue
         if not ended:
-            time.sleep(window)  # what arrives meanwhile goes in the same call
+            time.sleep(window)  # what arrives meanwhile is predicted with it
+            slices.rest()
             if not spare.enough():
                 continue
-        batch, rows = [], 0
-        while queue and (not batch or rows + len(queue[0][4]) <= SHADOW_BATCH_ROWS):
-            batch.append(queue.popleft())
-            rows += len(batch[-1][4])
-        queued -= rows
-        results.send_bytes(_shadow_result(batch, rows, candidate, features, capture))
+        queued -= _score_some(queue, results, candidate, features, capture, slices)
         if capture is not None:
             due = capture.keep_up()
+
+
+def _score_some(
+    queue: collections.deque[list],
+    results: Connection,
+    candidate: ServedModel,
+    features: list[str],
+    capture: PredictionCapture | None,
+    slices: _Slices,
+) -> int:
+    """Predict up to SHADOW_BATCH_ROWS queued rows, in calls of a slice each (`slices`), capture their shadow
+    lines, and tell the worker (one message for what was captured, and one for a call that was not, which ends
+    the round); the rows taken from `queue`."""
+    taken = captured = 0
+    while queue and taken < SHADOW_BATCH_ROWS:
+        batch, rows, most = [], 0, min(slices.rows(), SHADOW_BATCH_ROWS - taken)
+        while queue and rows < most:
+            part, take = queue[0], most - rows
+            if len(part[4]) > take:  # the rest of a request's rows stays first in line, from its next row on
+                request_id, version, first, answered, records = part
+                queue[0] = [request_id, version, first + take, answered[take:], records[take:]]
+                part = [request_id, version, first, answered[:take], records[:take]]
+            else:
+                queue.popleft()
+            batch.append(part)
+            rows += len(part[4])
+        taken += rows
+        started = time.thread_time()
+        result = _shadow_result(batch, rows, candidate, features, capture)
+        slices.took(rows, time.thread_time() - started)
+        if result[:1] != _CAPTURED:  # not captured, or the candidate failed: said once, and the rest waits
+            results.send_bytes(result)
+            break
+        captured += rows
+    if captured:
+        results.send_bytes(_HEAD.pack(_CAPTURED, captured))
+    return taken
+
+
+class _Slices:
+    """Keeps the scorer process off a CPU for more than about SHADOW_SLICE_SECONDS at a time: it sleeps for
+    SHADOW_GAP_SECONDS once it has run that long, and predicts as many rows in one call as fit in a slice (by the
+    CPU time per row its last call took: its own CPU time, since the workers preempt it at will, and a call
+    timed by the clock would shrink to a row at a time under load), but at least SHADOW_CALL_ROWS: a candidate
+    whose calls cost more than a slice whatever their size is still called on a few rows at a time.
+
+    SCHED_IDLE makes it give its CPU up at once only to the tasks of its own cgroup (the workers: since Linux
+    6.12 the policy is relative to the cgroup). A task of another cgroup that wakes on its CPU (the caller, a proxy in
+    front of the service, the object store, a sidecar) waits for the scheduler's next tick, up to 4 ms at
+    HZ=250, and the kernel sends waking tasks to such a CPU as to an idle one. A scorer that sleeps every slice
+    bounds that wait by the slice.
+    """
+
+    def __init__(self, slice_seconds: float = SHADOW_SLICE_SECONDS, gap_seconds: float = SHADOW_GAP_SECONDS):
+        self.slice, self.gap = slice_seconds, gap_seconds
+        self.per_row = slice_seconds / SHADOW_CALL_ROWS  # nothing is known of the candidate yet
+        self.since = time.thread_time()
+
+    def rows(self) -> int:
+        """How many rows to predict in the next call."""
+        return max(SHADOW_CALL_ROWS, min(SHADOW_BATCH_ROWS, int(self.slice / self.per_row)))
+
+    def took(self, rows: int, seconds: float) -> None:
+        """A call predicted `rows` in `seconds`: learn the time per row, and sleep if the slice is spent."""
+        if rows:
+            self.per_row = max(seconds / rows, 1e-7)
+        self.pause()
+
+    def pause(self) -> None:
+        """Sleep for the gap if this process has worked a slice since it last slept."""
+        if time.thread_time() - self.since >= self.slice:
+            time.sleep(self.gap)
+            self.since = time.thread_time()
+
+    def rest(self) -> None:
+        """It is about to wait anyway (for work, or a window): its slice starts anew after."""
+        self.since = time.thread_time()
 
 
 class SpareCpu:
