@@ -491,7 +491,7 @@ def shadow_cases(settings, cases: dict, memories: list, results: dict, args: arg
 
 def exit_on_sigterm() -> None:
     """Make a SIGTERM (`kill`, `timeout`) end the run as ^C does, through its `finally` blocks: the paused
-    services are thawed, the monitoring DAG unpaused and the experiment set off again. (Python's default for
+    services are thawed, the monitoring DAG set back as it was and the experiment set off again. (Python's default for
     SIGTERM ends the process on the spot.)"""
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
 

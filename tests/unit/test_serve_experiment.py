@@ -55,7 +55,9 @@ class Captured:
         pass
 
     def rows(self) -> list[dict]:
-        return [json.loads(line) for line in Path(self.path).read_bytes().splitlines()]
+        data = Path(self.path).read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]  # a line the scorer process is still appending is not read yet
+        return [json.loads(line) for line in complete.splitlines()]
 
     def __iter__(self):
         return iter(self.rows())
